@@ -1,0 +1,54 @@
+"""shigoto (仕事): background jobs for Python."""
+
+from .app import App
+from .clock import FrozenClock, SystemClock
+from .context import JobCancelledError, JobContext, SyncJobContext
+from .errors import (
+    ConfigurationError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    LeaseLost,
+    PayloadError,
+    ShigotoError,
+    WaitTimeout,
+)
+from .events import Event, EventType
+from .handler import JobHandler
+from .job import DeadReason, Job, JobOptions, JobRecord, JobState
+from .queue import Queue
+from .retry import Backoff, Retry, UnrecoverableError
+from .worker import Worker, WorkerSettings
+
+__all__ = [
+    "App",
+    "Backoff",
+    "ConfigurationError",
+    "DeadReason",
+    "Event",
+    "EventType",
+    "FrozenClock",
+    "Job",
+    "JobCancelled",
+    "JobCancelledError",
+    "JobContext",
+    "JobFailed",
+    "JobHandler",
+    "JobNotFound",
+    "JobOptions",
+    "JobRecord",
+    "JobState",
+    "LeaseLost",
+    "PayloadError",
+    "Queue",
+    "Retry",
+    "ShigotoError",
+    "SyncJobContext",
+    "SystemClock",
+    "UnrecoverableError",
+    "WaitTimeout",
+    "Worker",
+    "WorkerSettings",
+]
+
+__version__ = "0.1.0"

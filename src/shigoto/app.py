@@ -1,0 +1,191 @@
+"""App: the handler registry, defaults, and the backend chosen by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+import msgspec
+
+from .backends import Backend, open_backend
+from .clock import Clock, SystemClock
+from .errors import ConfigurationError, PayloadError
+from .events import EventBus, Listener
+from .handler import JobHandler
+from .job import JobOptions, option_overrides
+from .portal import Portal
+from .queue import Queue
+from .retry import ShouldRetry
+
+DEFAULT_URL = "sqlite:///shigoto.db"
+DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """The entry point: ``App("redis://...")``, ``App()`` for ``sqlite:///shigoto.db``.
+
+    The URL may also come from ``SHIGOTO_URL``. Keyword options (``attempts``,
+    ``backoff``, ``timeout``, ...) become every job's defaults.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        **defaults: Any,
+    ) -> None:
+        self.url = url or os.environ.get("SHIGOTO_URL") or DEFAULT_URL
+        open_backend(self.url)  # validate the URL now, with a clear error
+        self.clock: Clock = clock or SystemClock()
+        if not isinstance(max_payload_bytes, int) or max_payload_bytes <= 0:
+            raise ConfigurationError(f"max_payload_bytes must be > 0, got {max_payload_bytes!r}")
+        self.max_payload_bytes = max_payload_bytes
+        self.default_options = msgspec.structs.replace(JobOptions(), **option_overrides(**defaults))
+        self.handlers: dict[str, JobHandler[Any]] = {}
+        self.events = EventBus()
+        self.portal = Portal()
+        self._queues: dict[str, Queue] = {}
+        self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"<App {self.url} handlers={sorted(self.handlers)}>"
+
+    # -- defining jobs -------------------------------------------------------------------
+
+    @overload
+    def job(self, fn: F, /) -> JobHandler[Any]: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        should_retry: ShouldRetry | None = None,
+        **options: Any,
+    ) -> Callable[[F], JobHandler[Any]]: ...
+
+    def job(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        should_retry: ShouldRetry | None = None,
+        **options: Any,
+    ) -> JobHandler[Any] | Callable[[F], JobHandler[Any]]:
+        """Register a handler: ``@app.job`` or ``@app.job(queue="email", attempts=5)``.
+
+        The job name defaults to the function's name. Options are validated now.
+        """
+        overrides = option_overrides(**options)
+        if should_retry is not None and not callable(should_retry):
+            raise ConfigurationError("should_retry must be callable(error, attempts_made)")
+
+        def register(func: F) -> JobHandler[Any]:
+            job_name = name or getattr(func, "__name__", "")
+            if not job_name:
+                raise ConfigurationError(f"cannot derive a job name from {func!r}; pass name=")
+            if job_name in self.handlers:
+                raise ConfigurationError(f"a handler named {job_name!r} is already registered")
+            self.queue(queue)  # validates the queue name
+            handler: JobHandler[Any] = JobHandler(
+                self, func, name=job_name, queue=queue, options=overrides,
+                should_retry=should_retry,
+            )
+            self.handlers[job_name] = handler
+            return handler
+
+        return register(fn) if fn is not None else register
+
+    def on(self, event: str, listener: Listener) -> Listener:
+        """Subscribe to an event of every worker of this app (``completed``, ``failed``...)."""
+        return self.events.on(event, listener)
+
+    # -- producing / consuming -----------------------------------------------------------
+
+    def queue(self, name: str = "default", **defaults: Any) -> Queue:
+        """The queue called ``name``; ``defaults`` (job options) apply to jobs added to it."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = Queue(self, name, defaults)
+        elif defaults:
+            queue.defaults.update(option_overrides(**defaults))
+        return queue
+
+    def worker(
+        self,
+        queues: Sequence[str] | str | None = None,
+        concurrency: int = 10,
+        **settings: Any,
+    ) -> Any:
+        """A worker for ``queues`` (default: every queue a handler is registered on)."""
+        from .worker import Worker, WorkerSettings
+
+        if isinstance(queues, str):
+            queues = [queues]
+        names = list(queues) if queues else sorted({h.queue_name for h in self.handlers.values()})
+        if not names:
+            names = ["default"]
+        return Worker(self, names, concurrency=concurrency, settings=WorkerSettings(**settings))
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def encode_payload(self, name: str, data: Mapping[str, Any] | None) -> bytes:
+        """Job data as JSON bytes, with errors that name the job and the problem."""
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise PayloadError(
+                f"job {name!r}: data must be a mapping of argument names to values, "
+                f"got {type(data).__name__}"
+            )
+        bad_keys = [k for k in data if not isinstance(k, str)]
+        if bad_keys:
+            raise PayloadError(f"job {name!r}: data keys must be strings, got {bad_keys!r}")
+        try:
+            payload = msgspec.json.encode(data)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise PayloadError(f"job {name!r}: data is not JSON-encodable: {exc}") from None
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadError(
+                f"job {name!r}: data is {len(payload)} bytes, over the limit of "
+                f"{self.max_payload_bytes} (pass ids and load big data in the handler)"
+            )
+        return payload
+
+    async def backend(self) -> Backend:
+        """The connected backend of the running event loop (one per loop)."""
+        loop = asyncio.get_running_loop()
+        backend = self._backends.get(loop)
+        if backend is None:
+            backend = open_backend(self.url)
+            await backend.connect()
+            self._backends[loop] = backend
+        return backend
+
+    async def close(self) -> None:
+        """Close this loop's backend connection (and the sync portal's, if any)."""
+        backend = self._backends.pop(asyncio.get_running_loop(), None)
+        if backend is not None:
+            await backend.close()
+
+    def close_sync(self) -> None:
+        """Stop the sync portal and close its backend."""
+        self.portal.close(self.close)
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,523 @@
+"""SQLite backend: one file, WAL journal, every transition one ``BEGIN IMMEDIATE``.
+
+Why it is built this way:
+
+* **One thread per backend instance** owns the connection (sqlite3 objects are not
+  shareable across threads); coroutines hand work to it, so a slow disk or a lock held
+  by another process never blocks the event loop.
+* **WAL + ``BEGIN IMMEDIATE``**: readers never block the writer, and a transition takes
+  the write lock up front instead of failing half-way on upgrade. Several processes
+  share one file; ``busy_timeout`` makes them queue for the lock.
+* **Partial indexes** per access path (ready, delayed, active) keep claims O(log n).
+* **Migrations** are numbered SQL blocks applied in order, tracked by ``user_version``.
+* **Wake-ups** only reach waiters in the same process (enqueue sets an event); other
+  processes are found by polling every ``poll_interval_s`` (default 0.1 s), which
+  ``Capabilities.blocking_wait = False`` declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+
+from ...errors import ConfigurationError, LeaseLost
+from ...job import AttemptError, JobOptions, JobRecord, JobState, Retention
+from ..contract import (
+    Capabilities,
+    Claimed,
+    Completion,
+    Enqueued,
+    Lease,
+    LeaseStatus,
+    NewJob,
+    Recovered,
+)
+
+T = TypeVar("T")
+
+RECORD_COLUMNS = (
+    "id, queue, name, payload, options, state, priority, created_ms, ready_ms, attempts, "
+    "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
+    "reason, cancel_requested"
+)
+MIGRATIONS = ("migration_1",)
+ENQUEUE_CHUNK = 2000
+TRIM_LIMIT = 1000
+
+_options_decoder = msgspec.json.Decoder(JobOptions)
+_errors_decoder = msgspec.json.Decoder(list[AttemptError])
+_encoder = msgspec.json.Encoder()
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+    blocks: dict[str, str] = {}
+    for match in re.finditer(r"^-- (\w+) --\n(.*?)(?=^-- \w+ --\n|\Z)", text, re.S | re.M):
+        blocks[match.group(1)] = match.group(2).strip().replace("{columns}", RECORD_COLUMNS)
+    return blocks
+
+
+SQL = _load_queries()
+
+
+class _Wakeups:
+    """In-process wake-ups for waiters on the same database file, across event loops."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
+            defaultdict(set)
+        )
+
+    def add(self, path: str, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters[path].add((loop, event))
+
+    def remove(self, path: str, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters[path].discard((loop, event))
+
+    def notify(self, path: str) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(path, ()))
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+
+_wakeups = _Wakeups()
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///rel.db`` → ``rel.db``; ``sqlite:////abs/x.db`` → ``/abs/x.db``."""
+    rest = url.split("://", 1)[1] if "://" in url else ""
+    path = rest[1:] if rest.startswith("/") else rest
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        raise ConfigurationError(
+            f"SQLite URL {url!r} needs a file path (sqlite:///jobs.db or sqlite:////abs/jobs.db);"
+            " an in-memory database cannot be shared between the worker and its heartbeats"
+        )
+    return path
+
+
+class SqliteBackend:
+    """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
+
+    URL options: ``?poll=0.05`` (seconds between polls for work from other processes),
+    ``?synchronous=FULL`` (fsync every commit: survives power loss; the default NORMAL
+    survives process crashes, the failure a job queue meets most).
+    """
+
+    capabilities = Capabilities(name="sqlite", multi_host=False, blocking_wait=False)
+
+    def __init__(self, url: str) -> None:
+        self.path = str(Path(path_from_url(url)).expanduser().absolute())
+        self.poll_interval_s = 0.1
+        self._synchronous = "NORMAL"
+        for key, value in parse_qsl(urlsplit(url).query):
+            if key == "poll":
+                self.poll_interval_s = _positive_float(value, "poll")
+            elif key == "synchronous" and value.upper() in {"NORMAL", "FULL"}:
+                self._synchronous = value.upper()
+            else:
+                raise ConfigurationError(
+                    f"unknown SQLite URL option {key}={value!r}; known: poll=SECONDS, "
+                    "synchronous=NORMAL|FULL"
+                )
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._conn is None:
+            await self.connect()
+        assert self._executor is not None
+        conn = self._conn
+        assert conn is not None
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` inside one ``BEGIN IMMEDIATE`` transaction."""
+
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        return await self._run(tx)
+
+    async def connect(self) -> None:
+        if self._conn is not None:
+            return
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="shigoto-sqlite")
+        loop = asyncio.get_running_loop()
+        self._conn = await loop.run_in_executor(self._executor, self._open)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for number, name in enumerate(MIGRATIONS, start=1):
+                if number > version:
+                    for statement in _statements(SQL[name]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        conn, executor = self._conn, self._executor
+        self._conn = self._executor = None
+        if conn is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            executor.shutdown(wait=False)
+
+    # -- producing ---------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
+        results: list[Enqueued] = []
+        for start in range(0, len(jobs), ENQUEUE_CHUNK):
+            chunk = jobs[start : start + ENQUEUE_CHUNK]
+            results.extend(await self._write(lambda c, chunk=chunk: _enqueue(c, chunk, now_ms)))
+        _wakeups.notify(self.path)
+        return results
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def claim(
+        self, queue: str, *, limit: int, worker_id: str, lease_ms: int, now_ms: int
+    ) -> list[Claimed]:
+        def tx(conn: sqlite3.Connection) -> list[Claimed]:
+            row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
+            if row is not None and row[0]:
+                return []
+            conn.execute(SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": limit})
+            rows = conn.execute(
+                SQL["claim"],
+                {"queue": queue, "limit": limit, "worker": worker_id,
+                 "lease_until": now_ms + lease_ms, "now": now_ms},
+            ).fetchall()
+            claimed = [Claimed(record=_record(r), token=r[-1]) for r in rows]
+            claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
+            return claimed
+
+        if limit <= 0:
+            return []
+        return await self._write(tx)
+
+    async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        _wakeups.add(self.path, loop, event)
+        try:
+            await asyncio.wait_for(event.wait(), min(timeout_s, self.poll_interval_s))
+        except TimeoutError:
+            pass
+        finally:
+            _wakeups.remove(self.path, loop, event)
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_ms: int, now_ms: int
+    ) -> list[LeaseStatus]:
+        def tx(conn: sqlite3.Connection) -> list[LeaseStatus]:
+            out = []
+            for lease in leases:
+                row = conn.execute(
+                    SQL["extend"],
+                    {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
+                     "lease_until": now_ms + lease_ms},
+                ).fetchone()
+                out.append(
+                    LeaseStatus(lease.job_id, held=row is not None,
+                                cancel_requested=bool(row and row[0]))
+                )
+            return out
+
+        return await self._write(tx) if leases else []
+
+    async def update_progress(self, lease: Lease, progress: bytes) -> None:
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                SQL["update_progress"],
+                {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
+                 "progress": progress},
+            ).rowcount
+
+        if not await self._write(tx):
+            raise LeaseLost(f"job {lease.job_id}: lease lost, progress not recorded")
+
+    async def complete(self, items: Sequence[Completion], now_ms: int) -> list[bool]:
+        def tx(conn: sqlite3.Connection) -> list[bool]:
+            out: list[bool] = []
+            trims: dict[tuple[str, Retention], None] = {}
+            for item in items:
+                lease = item.lease
+                params = {"queue": lease.queue, "id": lease.job_id, "token": lease.token}
+                options = _job_options(conn, lease)
+                if options is not None and options.remove_on_complete.removes_immediately:
+                    ok = conn.execute(SQL["complete_and_remove"], params).rowcount == 1
+                else:
+                    params.update(result=item.result, now=now_ms)
+                    ok = conn.execute(SQL["complete"], params).rowcount == 1
+                    if ok and options is not None and not options.remove_on_complete.keeps_all:
+                        trims[(lease.queue, options.remove_on_complete)] = None
+                out.append(ok)
+            for queue, policy in trims:
+                _trim(conn, queue, JobState.COMPLETED, policy, now_ms)
+            return out
+
+        return await self._write(tx) if items else []
+
+    async def retry(
+        self, lease: Lease, *, run_at_ms: int, error: AttemptError, now_ms: int
+    ) -> None:
+        state = JobState.DELAYED if run_at_ms > now_ms else JobState.WAITING
+
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                SQL["retry"],
+                {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
+                 "state": state.value, "run_at": run_at_ms, "error": _encoder.encode(error)},
+            ).rowcount
+
+        if not await self._write(tx):
+            raise LeaseLost(f"job {lease.job_id}: lease lost, retry not recorded")
+        if state is JobState.WAITING:
+            _wakeups.notify(self.path)
+
+    async def dead_letter(
+        self, lease: Lease, *, reason: str, error: AttemptError | None, now_ms: int
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> int:
+            params: dict[str, Any] = {"queue": lease.queue, "id": lease.job_id,
+                                      "token": lease.token}
+            options = _job_options(conn, lease)
+            policy = options.remove_on_fail if options is not None else Retention()
+            if policy.removes_immediately:
+                return conn.execute(SQL["dead_letter_and_remove"], params).rowcount
+            params.update(reason=reason, now=now_ms,
+                          error=None if error is None else _encoder.encode(error))
+            done = conn.execute(SQL["dead_letter"], params).rowcount
+            if done and not policy.keeps_all:
+                _trim(conn, lease.queue, JobState.DEAD, policy, now_ms)
+            return done
+
+        if not await self._write(tx):
+            raise LeaseLost(f"job {lease.job_id}: lease lost, dead-letter not recorded")
+
+    async def release(
+        self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None
+    ) -> list[bool]:
+        encoded = None if note is None else _encoder.encode(note)
+
+        def tx(conn: sqlite3.Connection) -> list[bool]:
+            return [
+                conn.execute(
+                    SQL["release"],
+                    {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
+                     "note": encoded},
+                ).rowcount == 1
+                for lease in leases
+            ]
+
+        if not leases:
+            return []
+        out = await self._write(tx)
+        _wakeups.notify(self.path)
+        return out
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def promote_due(self, queue: str, *, now_ms: int, limit: int) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": limit}
+            ).rowcount
+
+        moved = await self._write(tx)
+        if moved:
+            _wakeups.notify(self.path)
+        return moved
+
+    async def recover_stalled(self, queue: str, *, now_ms: int, limit: int) -> list[Recovered]:
+        def tx(conn: sqlite3.Connection) -> list[Recovered]:
+            rows = conn.execute(
+                SQL["recover_stalled"], {"queue": queue, "now": now_ms, "limit": limit}
+            ).fetchall()
+            return [Recovered(job_id=r[0], state=JobState(r[1])) for r in rows]
+
+        recovered = await self._write(tx)
+        if recovered:
+            _wakeups.notify(self.path)
+        return recovered
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get(self, queue: str, job_id: str) -> JobRecord | None:
+        def read(conn: sqlite3.Connection) -> JobRecord | None:
+            row = conn.execute(SQL["get"], (queue, job_id)).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._run(read)
+
+    async def counts(self, queue: str) -> dict[JobState, int]:
+        def read(conn: sqlite3.Connection) -> dict[JobState, int]:
+            counts = dict.fromkeys(JobState, 0)
+            for state, n in conn.execute(SQL["counts"], (queue,)):
+                counts[JobState(state)] = n
+            return counts
+
+        return await self._run(read)
+
+    async def queues(self) -> list[str]:
+        return await self._run(lambda c: [r[0] for r in c.execute(SQL["queues"])])
+
+    async def list_jobs(
+        self, queue: str, state: JobState, *, offset: int = 0, limit: int = 100
+    ) -> list[JobRecord]:
+        query = {
+            JobState.WAITING: "list_ready",
+            JobState.DELAYED: "list_delayed",
+        }.get(state, "list_recent")
+        params = {"queue": queue, "state": state.value, "limit": limit, "offset": offset}
+        return await self._run(lambda c: [_record(r) for r in c.execute(SQL[query], params)])
+
+    # -- administering -------------------------------------------------------------------
+
+    async def cancel(self, queue: str, job_id: str, *, now_ms: int) -> JobState | None:
+        def tx(conn: sqlite3.Connection) -> JobState | None:
+            params = {"queue": queue, "id": job_id, "now": now_ms}
+            conn.execute(SQL["cancel_pending"], params)
+            conn.execute(SQL["cancel_active"], params)
+            row = conn.execute(SQL["existing_state"], (queue, job_id)).fetchone()
+            return None if row is None else JobState(row[0])
+
+        return await self._write(tx)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._write(
+            lambda c: c.execute(SQL["set_paused"], {"queue": queue, "paused": int(paused)})
+        )
+        if not paused:
+            _wakeups.notify(self.path)
+
+    async def is_paused(self, queue: str) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
+            return bool(row and row[0])
+
+        return await self._run(read)
+
+    async def redrive(self, queue: str, job_ids: Sequence[str], *, now_ms: int) -> list[str]:
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            return [
+                job_id
+                for job_id in job_ids
+                if conn.execute(
+                    SQL["redrive"], {"queue": queue, "id": job_id, "now": now_ms}
+                ).rowcount
+            ]
+
+        moved = await self._write(tx)
+        if moved:
+            _wakeups.notify(self.path)
+        return moved
+
+
+# -- helpers run on the backend's thread ------------------------------------------------
+
+
+def _positive_float(value: str, name: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise ConfigurationError(f"SQLite URL option {name} must be a positive number, got {value!r}")
+    return number
+
+
+def _statements(script: str) -> Iterable[str]:
+    return (s.strip() for s in script.split(";") if s.strip())
+
+
+def _enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
+    out: list[Enqueued] = []
+    seen_queues: set[str] = set()
+    for job in jobs:
+        if job.queue not in seen_queues:
+            conn.execute(SQL["register_queue"], (job.queue,))
+            seen_queues.add(job.queue)
+        state = JobState.DELAYED if job.ready_ms > now_ms else JobState.WAITING
+        created = conn.execute(
+            SQL["enqueue"],
+            {"id": job.id, "queue": job.queue, "name": job.name, "payload": job.payload,
+             "options": _encoder.encode(job.options), "state": state.value,
+             "priority": job.options.priority, "created_ms": job.created_ms,
+             "ready_ms": max(job.ready_ms, job.created_ms),
+             "max_stalls": job.options.max_stalls},
+        ).rowcount == 1
+        if not created:
+            state = JobState(conn.execute(SQL["existing_state"], (job.queue, job.id)).fetchone()[0])
+        out.append(Enqueued(id=job.id, created=created, state=state))
+    return out
+
+
+def _job_options(conn: sqlite3.Connection, lease: Lease) -> JobOptions | None:
+    row = conn.execute(
+        "SELECT options FROM jobs WHERE queue = ? AND id = ? AND token = ?",
+        (lease.queue, lease.job_id, lease.token),
+    ).fetchone()
+    return None if row is None else _options_decoder.decode(row[0])
+
+
+def _trim(
+    conn: sqlite3.Connection, queue: str, state: JobState, policy: Retention, now_ms: int
+) -> None:
+    if policy.count is not None:
+        conn.execute(SQL["trim_by_count"], {"queue": queue, "state": state.value,
+                                            "keep": policy.count})
+    if policy.age_s is not None:
+        conn.execute(
+            SQL["trim_by_age"],
+            {"queue": queue, "state": state.value,
+             "before": now_ms - int(policy.age_s * 1000), "limit": TRIM_LIMIT},
+        )
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    return JobRecord(
+        id=row[0], queue=row[1], name=row[2], payload=row[3],
+        options=_options_decoder.decode(row[4]), state=JobState(row[5]), priority=row[6],
+        created_ms=row[7], ready_ms=row[8], attempts=row[9], stalls=row[10],
+        started_ms=row[11], finished_ms=row[12], worker_id=row[13], lease_until_ms=row[14],
+        progress=row[15], result=row[16], errors=_errors_decoder.decode(row[17]),
+        reason=row[18], cancel_requested=bool(row[19]),
+    )

@@ -1,0 +1,130 @@
+"""What a handler receives as ``ctx``: who it is, and how to talk back to the worker.
+
+Async handlers get a :class:`JobContext`; plain ``def`` handlers (run in a thread) get a
+:class:`SyncJobContext` with the same method names that block instead of returning
+coroutines, so one mental model serves both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from .backends.contract import Lease
+from .clock import Seconds, to_ms
+from .errors import ConfigurationError, PayloadError
+from .job import JobRecord
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+T = TypeVar("T")
+MAX_PROGRESS_BYTES = 16 * 1024
+
+
+class JobCancelledError(Exception):
+    """Raised by ``ctx.raise_if_cancelled()`` once someone cancelled the running job."""
+
+
+class JobContext:
+    """Handed to async handlers as their first argument."""
+
+    def __init__(self, worker: Worker, record: JobRecord, lease: Lease) -> None:
+        self._worker = worker
+        self.job = record
+        self.lease = lease
+        self.cancelled = False
+        self.log = logging.LoggerAdapter(
+            logging.getLogger(f"shigoto.job.{record.name}"),
+            {"job_id": record.id, "queue": record.queue},
+        )
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first attempt, 2 on the first retry, ..."""
+        return self.job.attempts
+
+    @property
+    def worker_id(self) -> str:
+        return self._worker.id
+
+    async def update_progress(self, progress: Any) -> None:
+        """Record progress (a number such as 42, or a small JSON-able dict).
+
+        Visible from ``job.progress()``, the CLI and the ``progress`` event.
+        Raises ``LeaseLost`` if this worker no longer owns the job.
+        """
+        if isinstance(progress, bool) or not isinstance(progress, int | float | dict | str):
+            raise ConfigurationError(
+                f"progress must be a number, a string or a small dict, got {type(progress).__name__}"
+            )
+        try:
+            encoded = msgspec.json.encode(progress)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"progress is not JSON-encodable: {exc}") from None
+        if len(encoded) > MAX_PROGRESS_BYTES:
+            raise PayloadError(
+                f"progress is {len(encoded)} bytes; keep it under {MAX_PROGRESS_BYTES} bytes"
+            )
+        await self._worker._update_progress(self, encoded, progress)
+
+    async def extend_lock(self, duration: Seconds | None = None) -> None:
+        """Extend this job's lease now, by ``duration`` (default: the worker's lease).
+
+        Heartbeats already do this from a separate thread; call it from handlers that
+        know they will block for long. Raises ``LeaseLost`` if the lease was lost.
+        """
+        lease_ms = None if duration is None else to_ms(duration)
+        if lease_ms is not None and lease_ms <= 0:
+            raise ConfigurationError(f"extend_lock duration must be > 0, got {duration!r}")
+        await self._worker._extend_lock(self, lease_ms)
+
+    def raise_if_cancelled(self) -> None:
+        """Stop cooperatively: raises ``JobCancelledError`` (the job goes dead, reason
+        ``cancelled``) once a cancellation has reached this worker."""
+        if self.cancelled:
+            raise JobCancelledError(f"job {self.job_id} was cancelled while running")
+
+
+class SyncJobContext:
+    """The blocking twin of :class:`JobContext`, for plain ``def`` handlers."""
+
+    def __init__(self, ctx: JobContext, loop: asyncio.AbstractEventLoop) -> None:
+        self._ctx = ctx
+        self._loop = loop
+        self.job = ctx.job
+        self.log = ctx.log
+        self.job_id, self.name, self.queue = ctx.job_id, ctx.name, ctx.queue
+        self.attempt, self.worker_id = ctx.attempt, ctx.worker_id
+
+    @property
+    def cancelled(self) -> bool:
+        return self._ctx.cancelled
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
+
+    def update_progress(self, progress: Any) -> None:
+        self._call(self._ctx.update_progress, progress)
+
+    def extend_lock(self, duration: Seconds | None = None) -> None:
+        self._call(self._ctx.extend_lock, duration)
+
+    def raise_if_cancelled(self) -> None:
+        self._ctx.raise_if_cancelled()

@@ -1,0 +1,105 @@
+"""Lease heartbeats from a thread user code cannot block.
+
+An async handler that blocks the event loop (CPU work, a sync HTTP call) would starve
+heartbeats sent from that loop, and its lease would expire while it still runs — the
+"Missing lock" failure BullMQ users know. So leases are renewed by this thread, with its
+own event loop and its own backend connection. It stops renewing a job once the job's
+timeout is well past (a handler hung in a blocked loop then loses its lease and the job
+is recovered elsewhere) and reports leases lost or cancellations back to the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .backends.contract import Backend, Lease, LeaseStatus
+from .clock import Clock
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    lease: Lease
+    give_up_at: float | None  # time.monotonic() after which the lease is left to expire
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        open_backend: Callable[[], Backend],
+        clock: Clock,
+        *,
+        lease_ms: int,
+        interval_s: float,
+        on_status: Callable[[list[LeaseStatus]], None],
+    ) -> None:
+        self._open_backend = open_backend
+        self._clock = clock
+        self._lease_ms = lease_ms
+        self._interval_s = interval_s
+        self._on_status = on_status
+        self._tracked: dict[str, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_beat: float = 0.0
+
+    def track(self, lease: Lease, timeout_s: float | None) -> None:
+        give_up = None if timeout_s is None else time.monotonic() + timeout_s + 2 * self._interval_s
+        with self._lock:
+            self._tracked[lease.job_id] = _Tracked(lease, give_up)
+
+    def untrack(self, job_id: str) -> None:
+        with self._lock:
+            self._tracked.pop(job_id, None)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shigoto-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        backend = self._open_backend()
+        try:
+            loop.run_until_complete(backend.connect())
+            while not self._stop.wait(self._interval_s):
+                self._beat(loop, backend)
+        except Exception:
+            log.exception("heartbeat thread stopped; leases will expire and jobs be recovered")
+        finally:
+            try:
+                loop.run_until_complete(backend.close())
+            finally:
+                loop.close()
+
+    def _beat(self, loop: asyncio.AbstractEventLoop, backend: Backend) -> None:
+        now = time.monotonic()
+        with self._lock:
+            leases = [
+                t.lease for t in self._tracked.values() if t.give_up_at is None or now < t.give_up_at
+            ]
+        if not leases:
+            self.last_beat = now
+            return
+        try:
+            statuses = loop.run_until_complete(
+                backend.extend(leases, lease_ms=self._lease_ms, now_ms=self._clock.now_ms())
+            )
+        except Exception as exc:  # backend down: try again next beat, lease may still hold
+            log.warning("heartbeat failed (%s: %s); retrying", type(exc).__name__, exc)
+            return
+        self.last_beat = now
+        notable = [s for s in statuses if not s.held or s.cancel_requested]
+        if notable:
+            self._on_status(notable)

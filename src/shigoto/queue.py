@@ -1,0 +1,226 @@
+"""Queue: produce jobs, inspect them, administer the queue.
+
+The public methods validate input and do the bookkeeping (ids, option layering,
+encoding) once; the backend is only asked to persist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .backends.contract import NewJob
+from .clock import Seconds, to_ms
+from .errors import ConfigurationError, PayloadError
+from .job import (
+    Job,
+    JobOptions,
+    JobRecord,
+    JobState,
+    option_overrides,
+    validate_delay,
+    validate_job_id,
+)
+
+if TYPE_CHECKING:
+    from .app import App
+
+BULK_CHUNK = 1000
+_encoder = msgspec.json.Encoder()
+
+
+def new_job_id() -> str:
+    """96 random bits as hex: unique without coordination, safe in URLs and keys."""
+    return os.urandom(12).hex()
+
+
+class Queue:
+    """A named queue. Get one with ``app.queue(name)``; defaults apply to every job
+    added through it (handler defaults and per-call options override them)."""
+
+    def __init__(self, app: App, name: str, defaults: dict[str, Any]) -> None:
+        if not isinstance(name, str) or not name or len(name) > 128 or "{" in name or "}" in name:
+            raise ConfigurationError(
+                f"queue name must be 1-128 characters without braces, got {name!r}"
+            )
+        self.app = app
+        self.name = name
+        self.defaults = option_overrides(**defaults)
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name}>"
+
+    # -- producing ---------------------------------------------------------------------
+
+    async def add(
+        self,
+        name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        delay: Seconds | None = None,
+        **options: Any,
+    ) -> Job:
+        """Add one job. Adding an existing ``job_id`` returns that job (``created=False``).
+
+        Options: ``priority`` (higher first), ``attempts``, ``backoff``, ``timeout``,
+        ``remove_on_complete``, ``remove_on_fail``, ``max_stalls``.
+        """
+        now = self.app.clock.now_ms()
+        new = self._new_job(name, data, job_id, delay, options, now)
+        backend = await self.app.backend()
+        [done] = await backend.enqueue([new], now)
+        return Job(self, done.id, created=done.created)
+
+    async def add_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Add many jobs in few backend round trips (chunks of 1,000).
+
+        Each item is ``{"name": ..., "data": {...}, **options}`` with the options of
+        :meth:`add`. Items are validated chunk by chunk, so an iterator of millions is
+        consumed in bounded memory; an invalid item stops the call with its index.
+        """
+        backend = await self.app.backend()
+        out: list[Job] = []
+        iterator = iter(jobs)
+        for chunk_start in itertools.count(0, BULK_CHUNK):
+            chunk = list(itertools.islice(iterator, BULK_CHUNK))
+            if not chunk:
+                break
+            now = self.app.clock.now_ms()
+            batch = []
+            for offset, item in enumerate(chunk):
+                if not isinstance(item, Mapping) or "name" not in item:
+                    raise ConfigurationError(
+                        f"add_bulk item {chunk_start + offset} must be a mapping with a 'name',"
+                        f" got {item!r}"
+                    )
+                spec = dict(item)
+                try:
+                    batch.append(
+                        self._new_job(
+                            spec.pop("name"), spec.pop("data", None), spec.pop("job_id", None),
+                            spec.pop("delay", None), spec, now,
+                        )
+                    )
+                except ConfigurationError as exc:
+                    raise type(exc)(f"add_bulk item {chunk_start + offset}: {exc}") from None
+            for done in await backend.enqueue(batch, now):
+                out.append(Job(self, done.id, created=done.created))
+        return out
+
+    def _new_job(
+        self,
+        name: str,
+        data: Mapping[str, Any] | None,
+        job_id: str | None,
+        delay: Seconds | None,
+        options: dict[str, Any],
+        now_ms: int,
+    ) -> NewJob:
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
+        handler = self.app.handlers.get(name)
+        layered = {**self.defaults, **(handler.options if handler else {})}
+        layered.update(option_overrides(**options))
+        merged = msgspec.structs.replace(self.app.default_options, **layered)
+        payload = self.app.encode_payload(name, data)
+        delay_ms = to_ms(validate_delay(delay))
+        return NewJob(
+            id=validate_job_id(job_id) or new_job_id(),
+            queue=self.name,
+            name=name,
+            payload=payload,
+            options=merged,
+            created_ms=now_ms,
+            ready_ms=now_ms + delay_ms,
+        )
+
+    # -- inspecting --------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """The job with this id (its ``record`` loaded), or None."""
+        record = await self._get_record(job_id)
+        return None if record is None else Job(self, job_id, created=False, record=record)
+
+    async def _get_record(self, job_id: str) -> JobRecord | None:
+        return await (await self.app.backend()).get(self.name, job_id)
+
+    async def counts(self) -> dict[str, int]:
+        """Jobs per state, every state present: ``{"waiting": 3, "active": 1, ...}``."""
+        counts = await (await self.app.backend()).counts(self.name)
+        return {state.value: n for state, n in counts.items()}
+
+    async def jobs(
+        self, state: JobState | str, *, offset: int = 0, limit: int = 100
+    ) -> list[JobRecord]:
+        """Jobs in one state, paginated: waiting/delayed in run order, others newest first."""
+        try:
+            kind = JobState(state)
+        except ValueError:
+            raise ConfigurationError(
+                f"unknown job state {state!r}; known: {', '.join(s.value for s in JobState)}"
+            ) from None
+        if offset < 0 or not 1 <= limit <= 10_000:
+            raise ConfigurationError("offset must be >= 0 and limit between 1 and 10000")
+        return await (await self.app.backend()).list_jobs(
+            self.name, kind, offset=offset, limit=limit
+        )
+
+    # -- administering -------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> JobState | None:
+        """Cancel a waiting or delayed job; flag an active one. Returns its state after."""
+        backend = await self.app.backend()
+        return await backend.cancel(self.name, job_id, now_ms=self.app.clock.now_ms())
+
+    async def pause(self) -> None:
+        """Workers stop taking jobs from this queue (running ones finish)."""
+        await (await self.app.backend()).set_paused(self.name, True)
+
+    async def resume(self) -> None:
+        await (await self.app.backend()).set_paused(self.name, False)
+
+    async def is_paused(self) -> bool:
+        return await (await self.app.backend()).is_paused(self.name)
+
+    async def redrive(self, job_ids: Iterable[str]) -> list[str]:
+        """Move dead jobs back to waiting with attempts reset; returns the moved ids."""
+        backend = await self.app.backend()
+        return await backend.redrive(self.name, list(job_ids), now_ms=self.app.clock.now_ms())
+
+    # -- blocking twins (one portal; see shigoto.portal) -------------------------------
+
+    def add_sync(
+        self,
+        name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        job_id: str | None = None,
+        delay: Seconds | None = None,
+        **options: Any,
+    ) -> Job:
+        return self.app.portal.call(self.add, name, data, job_id=job_id, delay=delay, **options)
+
+    def add_bulk_sync(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        return self.app.portal.call(self.add_bulk, jobs)
+
+    def get_job_sync(self, job_id: str) -> Job | None:
+        return self.app.portal.call(self.get_job, job_id)
+
+    def counts_sync(self) -> dict[str, int]:
+        return self.app.portal.call(self.counts)
+
+    def cancel_sync(self, job_id: str) -> JobState | None:
+        return self.app.portal.call(self.cancel, job_id)
+
+    def pause_sync(self) -> None:
+        self.app.portal.call(self.pause)
+
+    def resume_sync(self) -> None:
+        self.app.portal.call(self.resume)
+
+

@@ -1,0 +1,595 @@
+"""Worker: claims jobs, runs handlers, records outcomes, and never drops a job.
+
+Shape of a running worker (all tasks on one event loop, plus one heartbeat thread):
+
+* **fetch loop** — claims at most as many jobs as it has free slots (no prefetch
+  starvation), one backend call per queue per round; waits for work when idle.
+* **one task per job** — runs the handler (async directly, ``def`` in a thread pool)
+  under its timeout, then hands the outcome on.
+* **ack loop** — completions are written in batches: while one batch is being written
+  the next accumulates, so a busy worker pays one round trip for many jobs and an idle
+  one adds no delay.
+* **maintenance loop** — recovers stalled jobs (expired leases) of its queues.
+* **heartbeat thread** — renews leases even when a handler blocks the loop.
+
+Shutdown (SIGTERM/SIGINT, or :meth:`Worker.stop`): stop claiming, let running jobs
+finish within ``shutdown_grace_s``, cancel the rest, write pending acks, then release
+every lease still held back to ``waiting`` without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Awaitable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from .backends import open_backend
+from .backends.contract import Backend, Claimed, Completion, Lease, LeaseStatus
+from .clock import to_ms
+from .context import JobCancelledError, JobContext, SyncJobContext
+from .errors import ConfigurationError, LeaseLost, ShigotoError
+from .events import Event, EventBus, EventType, Listener
+from .job import AttemptError, DeadReason, JobRecord, JobState
+from .retry import GiveUp, RetryAt, decide
+
+if TYPE_CHECKING:
+    from .app import App
+    from .handler import JobHandler
+
+log = logging.getLogger(__name__)
+
+ACK_BATCH = 500
+STALL_LIMIT = 1000
+MAX_MESSAGE = 2000
+MAX_TRACEBACK = 16_000
+
+
+class JobTimeout(ShigotoError):
+    """The handler ran longer than the job's ``timeout``."""
+
+
+class NoHandler(ShigotoError):
+    """The worker has no handler registered for the job's name."""
+
+
+class BadPayload(ShigotoError):
+    """The stored job data could not be decoded, or the result could not be encoded."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Tuning knobs; the defaults suit jobs of seconds to minutes."""
+
+    lease_s: float = 30.0
+    """How long a claim stays valid without a heartbeat; a dead worker's jobs are
+    recovered this long (plus ``stall_check_s``) after it stopped."""
+    heartbeat_s: float | None = None
+    """Lease renewal interval; default ``lease_s / 3``."""
+    stall_check_s: float = 5.0
+    shutdown_grace_s: float = 30.0
+    idle_wait_s: float = 1.0
+    """Longest single wait for new work before claiming again."""
+    burst: bool = False
+    """Stop once the queues hold no waiting or delayed jobs (for scripts and tests)."""
+    name: str | None = None
+    handle_signals: bool = True
+
+    def __post_init__(self) -> None:
+        for field in ("lease_s", "stall_check_s", "idle_wait_s"):
+            if not getattr(self, field) > 0:
+                raise ConfigurationError(f"worker {field} must be > 0, got {getattr(self, field)}")
+        if self.heartbeat_s is not None and not 0 < self.heartbeat_s < self.lease_s:
+            raise ConfigurationError(
+                f"heartbeat_s must be > 0 and below lease_s ({self.lease_s}), got {self.heartbeat_s}"
+            )
+        if self.shutdown_grace_s < 0:
+            raise ConfigurationError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
+
+
+class Worker:
+    """Runs jobs from ``queues`` (listed in priority order) with ``concurrency`` slots."""
+
+    def __init__(
+        self, app: App, queues: list[str], *, concurrency: int, settings: WorkerSettings
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(f"concurrency must be an int >= 1, got {concurrency!r}")
+        for name in queues:
+            app.queue(name)  # validates names
+        self.app = app
+        self.queues = list(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.settings = settings
+        self.id = settings.name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(2).hex()}"
+        self.events = EventBus()
+        self.processed = 0
+        self.failed = 0
+        self._lease_ms = to_ms(settings.lease_s)
+        self._held: dict[str, Lease] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._contexts: dict[str, JobContext] = {}
+        self._lost: set[str] = set()
+        self._acks: list[tuple[Completion, JobRecord, Any]] = []
+        self._acks_closed = False
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._slot = asyncio.Event()
+        self._ack_event = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backend: Backend | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._heartbeat: Any = None
+        self._outage_logged = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    def on(self, event: str, listener: Listener) -> Listener:
+        """Subscribe to this worker's events (``completed``, ``failed``, ``dead``...)."""
+        return self.events.on(event, listener)
+
+    def stop(self, *, now: bool = False) -> None:
+        """Ask the worker to stop gracefully (``now=True``: skip the grace period).
+
+        Safe to call from any thread or a signal handler.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._request_stop, now)
+
+    def _request_stop(self, now: bool) -> None:
+        if self._stopping.is_set() and not now:
+            log.warning("worker %s: stopping now, cancelling running jobs", self.id)
+            now = True
+        self._stopping.set()
+        if now:
+            self._force.set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until stopped (signal, :meth:`stop`, or an empty queue in burst mode)."""
+        from .heartbeat import Heartbeat
+
+        self._loop = asyncio.get_running_loop()
+        self._backend = await self.app.backend()
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="shigoto-job")
+        heartbeat_s = self.settings.heartbeat_s or self.settings.lease_s / 3
+        self._heartbeat = Heartbeat(
+            lambda: open_backend(self.app.url), self.app.clock,
+            lease_ms=self._lease_ms, interval_s=heartbeat_s, on_status=self._statuses_from_thread,
+        )
+        self._heartbeat.start()
+        signals = self._install_signals()
+        log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues,
+                 self.concurrency)
+        maintenance = asyncio.create_task(self._maintenance_loop(), name="shigoto-maintenance")
+        acker = asyncio.create_task(self._ack_loop(), name="shigoto-acks")
+        try:
+            await self._fetch_loop()
+        finally:
+            await asyncio.shield(self._shutdown(maintenance, acker, signals))
+
+    async def _shutdown(
+        self, maintenance: asyncio.Task[None], acker: asyncio.Task[None], signals: list[int]
+    ) -> None:
+        self._stopping.set()
+        maintenance.cancel()
+        if self._running:
+            grace = self.settings.shutdown_grace_s
+            log.info("worker %s: waiting up to %.0f s for %d running job(s)", self.id, grace,
+                     len(self._running))
+            tasks = list(self._running.values())
+            await self._until(asyncio.wait(tasks, timeout=grace), self._force)
+            pending = [t for t in self._running.values() if not t.done()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._acks_closed = True
+        self._ack_event.set()
+        await acker
+        if self._held:
+            note_ms = self.app.clock.now_ms()
+            leases = list(self._held.values())
+            log.warning("worker %s: releasing %d unfinished job(s) back to their queues",
+                        self.id, len(leases))
+            note = AttemptError(
+                attempt=0, error_type="WorkerShutdown",
+                message=f"worker {self.id} stopped before the job finished; released, "
+                "attempt not counted", traceback="", worker_id=self.id, started_ms=None,
+                ended_ms=note_ms,
+            )
+            try:
+                await self._require_backend().release(leases, now_ms=note_ms, note=note)
+            except Exception:
+                log.exception("release failed; the jobs will be recovered when leases expire")
+            self._held.clear()
+        self._heartbeat.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        log.info("worker %s stopped: %d processed, %d failed", self.id, self.processed,
+                 self.failed)
+
+    def _install_signals(self) -> list[int]:
+        if not self.settings.handle_signals or threading.current_thread() is not threading.main_thread():
+            return []
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+            installed.append(sig)
+        return installed
+
+    def _on_signal(self, sig: int) -> None:
+        log.warning("worker %s: %s received, stopping gracefully (send again to stop now)",
+                    self.id, signal.Signals(sig).name)
+        self._request_stop(now=self._stopping.is_set())
+
+    # -- fetching ----------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backend = self._require_backend()
+        failures = 0
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot.clear()
+                await self._until(self._slot.wait(), self._stopping)
+                continue
+            try:
+                claimed = await self._claim(backend, free)
+            except Exception as exc:
+                failures += 1
+                self._log_outage(exc)
+                await self._until(asyncio.sleep(min(5.0, 0.05 * 2**failures)), self._stopping)
+                continue
+            if failures:
+                log.warning("worker %s: backend reachable again", self.id)
+                failures, self._outage_logged = 0, False
+            if claimed:
+                continue
+            if self.settings.burst and not self._running and await self._queues_empty():
+                return
+            await self._until(
+                backend.wait_for_work(self.queues, self.settings.idle_wait_s), self._stopping
+            )
+
+    async def _claim(self, backend: Backend, free: int) -> int:
+        total = 0
+        for queue in self.queues:
+            batch = await backend.claim(
+                queue, limit=free - total, worker_id=self.id, lease_ms=self._lease_ms,
+                now_ms=self.app.clock.now_ms(),
+            )
+            for claimed in batch:
+                self._start(claimed)
+            total += len(batch)
+            if total >= free:
+                break
+        return total
+
+    async def _queues_empty(self) -> bool:
+        backend = self._require_backend()
+        for queue in self.queues:
+            counts = await backend.counts(queue)
+            pending = counts[JobState.WAITING] + counts[JobState.DELAYED]
+            if pending and not await backend.is_paused(queue):
+                return False
+        return not self._acks
+
+    def _start(self, claimed: Claimed) -> None:
+        record = claimed.record
+        lease = Lease(record.queue, record.id, claimed.token)
+        self._held[record.id] = lease
+        self._heartbeat.track(lease, record.options.timeout_s)
+        self._running[record.id] = asyncio.create_task(
+            self._execute(record, lease), name=f"shigoto-job-{record.id}"
+        )
+
+    # -- running one job ---------------------------------------------------------------
+
+    async def _execute(self, record: JobRecord, lease: Lease) -> None:
+        started_ms = self.app.clock.now_ms()
+        handler = self.app.handlers.get(record.name)
+        try:
+            if self._wants(EventType.ACTIVE):
+                await self._emit(EventType.ACTIVE, record)
+            try:
+                result = await self._call(record, lease, handler)
+                encoded = None if result is None else _encode_result(result)
+            except asyncio.CancelledError:
+                if record.id in self._lost:
+                    log.warning("job %s cancelled: its lease was lost", record.id,
+                                extra={"job_id": record.id, "queue": record.queue})
+                    self._forget(record.id)
+                    return
+                raise  # shutdown: the lease stays in _held and is released in bulk
+            except Exception as exc:
+                await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
+            else:
+                self._acks.append((Completion(lease, encoded, started_ms), record, result))
+                self._ack_event.set()
+        finally:
+            self._contexts.pop(record.id, None)
+            self._running.pop(record.id, None)
+            self._slot.set()
+
+    async def _call(
+        self, record: JobRecord, lease: Lease, handler: JobHandler[Any] | None
+    ) -> Any:
+        if handler is None:
+            known = ", ".join(sorted(self.app.handlers)) or "none"
+            raise NoHandler(
+                f"no handler registered for job name {record.name!r} on worker {self.id} "
+                f"(known: {known}); deploy the handler, then redrive the job"
+            )
+        try:
+            data = record.data
+        except msgspec.DecodeError as exc:
+            raise BadPayload(f"stored data of job {record.id} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadPayload(f"stored data of job {record.id} is not a JSON object")
+        ctx = JobContext(self, record, lease)
+        self._contexts[record.id] = ctx
+        loop = asyncio.get_running_loop()
+        handler_ctx: JobContext | SyncJobContext = (
+            ctx if handler.is_async else SyncJobContext(ctx, loop)
+        )
+        assert self._executor is not None
+        call = handler.run_with(handler_ctx, data, self._executor)
+        timeout_s = record.options.timeout_s
+        if timeout_s is None:
+            return await call
+        try:
+            async with asyncio.timeout(timeout_s) as scope:
+                return await call
+        except TimeoutError:
+            if scope.expired():
+                raise JobTimeout(f"job exceeded its timeout of {timeout_s:g} s") from None
+            raise
+
+    async def _fail(
+        self,
+        record: JobRecord,
+        lease: Lease,
+        exc: BaseException,
+        started_ms: int,
+        handler: JobHandler[Any] | None,
+    ) -> None:
+        self.failed += 1
+        now = self.app.clock.now_ms()
+        error = AttemptError(
+            attempt=record.attempts,
+            error_type=_type_name(exc),
+            message=str(exc)[:MAX_MESSAGE],
+            traceback="".join(traceback.format_exception(exc))[-MAX_TRACEBACK:],
+            worker_id=self.id,
+            started_ms=started_ms,
+            ended_ms=now,
+        )
+        decision = self._decide(record, exc, handler)
+        extra = {"job_id": record.id, "queue": record.queue}
+        if self._wants(EventType.FAILED):
+            await self._emit(EventType.FAILED, record, error=error)
+        backend = self._require_backend()
+        try:
+            if isinstance(decision, RetryAt):
+                log.info("job %s (%s) attempt %d failed: %s: %s; retrying in %.1f s", record.id,
+                         record.name, record.attempts, error.error_type, error.message,
+                         decision.delay_s, extra=extra)
+                await backend.retry(lease, run_at_ms=now + to_ms(decision.delay_s),
+                                    error=error, now_ms=now)
+                if self._wants(EventType.RETRYING):
+                    await self._emit(EventType.RETRYING, record, error=error,
+                                     delay_s=decision.delay_s)
+            else:
+                log.warning("job %s (%s) is dead (%s) after %d attempt(s): %s: %s", record.id,
+                            record.name, decision.reason, record.attempts, error.error_type,
+                            error.message, extra=extra)
+                await backend.dead_letter(lease, reason=decision.reason, error=error, now_ms=now)
+                if self._wants(EventType.DEAD):
+                    await self._emit(EventType.DEAD, record, error=error, reason=decision.reason)
+        except LeaseLost:
+            log.warning("job %s: lease lost before its failure was recorded; whoever holds "
+                        "the job now decides its fate", record.id, extra=extra)
+        except Exception:
+            log.exception("job %s: could not record its failure; it will be recovered when its "
+                          "lease expires", record.id, extra=extra)
+        self._forget(record.id)
+
+    def _decide(
+        self, record: JobRecord, exc: BaseException, handler: JobHandler[Any] | None
+    ) -> RetryAt | GiveUp:
+        if isinstance(exc, NoHandler):
+            return GiveUp(DeadReason.NO_HANDLER)
+        if isinstance(exc, BadPayload):
+            return GiveUp(DeadReason.BAD_PAYLOAD)
+        if isinstance(exc, JobCancelledError):
+            return GiveUp("cancelled")
+        should_retry = handler.should_retry if handler else None
+        options = record.options
+        try:
+            decision = decide(exc, record.attempts, options.attempts, options.backoff, should_retry)
+        except Exception:
+            log.exception("should_retry of %s raised; using the attempts limit", record.name)
+            decision = decide(exc, record.attempts, options.attempts, options.backoff)
+        if (
+            isinstance(decision, GiveUp)
+            and decision.reason == DeadReason.RETRIES_EXHAUSTED
+            and isinstance(exc, JobTimeout)
+        ):
+            return GiveUp(DeadReason.TIMEOUT)
+        return decision
+
+    def _forget(self, job_id: str) -> None:
+        self._held.pop(job_id, None)
+        self._lost.discard(job_id)
+        self._heartbeat.untrack(job_id)
+
+    # -- acknowledgements --------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        backend = self._require_backend()
+        failures = 0
+        while True:
+            if not self._acks:
+                if self._acks_closed:
+                    return
+                self._ack_event.clear()
+                await self._ack_event.wait()
+                continue
+            batch = self._acks[:ACK_BATCH]
+            try:
+                oks = await backend.complete([c for c, _, _ in batch], self.app.clock.now_ms())
+            except Exception as exc:
+                failures += 1
+                self._log_outage(exc)
+                if self._acks_closed and failures > 5:
+                    log.error("worker %s: giving up on %d completion(s); their jobs will be "
+                              "recovered and run again", self.id, len(self._acks))
+                    self._acks.clear()
+                    return
+                await asyncio.sleep(min(5.0, 0.05 * 2**failures))
+                continue
+            failures = 0
+            del self._acks[: len(batch)]
+            for (completion, record, result), ok in zip(batch, oks, strict=True):
+                self._forget(record.id)
+                if ok:
+                    self.processed += 1
+                    if self._wants(EventType.COMPLETED):
+                        await self._emit(EventType.COMPLETED, record, result=result,
+                                         duration_ms=self.app.clock.now_ms() - completion.started_ms)
+                else:
+                    log.warning("job %s finished but its lease was lost; its result was not "
+                                "recorded", record.id,
+                                extra={"job_id": record.id, "queue": record.queue})
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        backend = self._require_backend()
+        while True:
+            for queue in self.queues:
+                try:
+                    recovered = await backend.recover_stalled(
+                        queue, now_ms=self.app.clock.now_ms(), limit=STALL_LIMIT
+                    )
+                except Exception as exc:
+                    self._log_outage(exc)
+                    continue
+                for item in recovered:
+                    log.warning("job %s stalled (lease expired) and went %s", item.job_id,
+                                item.state.value, extra={"job_id": item.job_id, "queue": queue})
+                    if self._wants(EventType.STALLED):
+                        await self._emit_raw(Event(EventType.STALLED, queue, item.job_id,
+                                                   worker_id=self.id,
+                                                   detail={"state": item.state.value}))
+            await asyncio.sleep(self.settings.stall_check_s * random.uniform(0.8, 1.2))
+
+    def _statuses_from_thread(self, statuses: list[LeaseStatus]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._apply_statuses, statuses)
+
+    def _apply_statuses(self, statuses: list[LeaseStatus]) -> None:
+        for status in statuses:
+            ctx = self._contexts.get(status.job_id)
+            if status.cancel_requested and ctx is not None and not ctx.cancelled:
+                ctx.cancelled = True
+                log.info("job %s: cancellation requested", status.job_id)
+            if not status.held and status.job_id in self._held:
+                log.error("job %s: lease lost while running (blocked too long, or recovered "
+                          "by another worker); abandoning it", status.job_id)
+                self._lost.add(status.job_id)
+                self._held.pop(status.job_id, None)
+                task = self._running.get(status.job_id)
+                if task is not None:
+                    task.cancel()
+
+    # -- called by JobContext ----------------------------------------------------------
+
+    async def _update_progress(self, ctx: JobContext, encoded: bytes, value: Any) -> None:
+        await self._require_backend().update_progress(ctx.lease, encoded)
+        if self._wants(EventType.PROGRESS):
+            await self._emit(EventType.PROGRESS, ctx.job, progress=value)
+
+    async def _extend_lock(self, ctx: JobContext, lease_ms: int | None) -> None:
+        [status] = await self._require_backend().extend(
+            [ctx.lease], lease_ms=lease_ms or self._lease_ms, now_ms=self.app.clock.now_ms()
+        )
+        if not status.held:
+            raise LeaseLost(f"job {ctx.job_id}: lease lost, cannot extend it")
+        if status.cancel_requested:
+            ctx.cancelled = True
+
+    # -- small helpers -----------------------------------------------------------------
+
+    def _require_backend(self) -> Backend:
+        if self._backend is None:
+            raise ShigotoError("worker is not running")
+        return self._backend
+
+    def _wants(self, kind: EventType) -> bool:
+        return self.events.has_listeners(kind) or self.app.events.has_listeners(kind)
+
+    async def _emit(self, kind: EventType, record: JobRecord, **detail: Any) -> None:
+        await self._emit_raw(
+            Event(kind, record.queue, record.id, record.name, record.attempts, self.id, detail)
+        )
+
+    async def _emit_raw(self, event: Event) -> None:
+        await self.app.events.emit(event)
+        await self.events.emit(event)
+
+    def _log_outage(self, exc: BaseException) -> None:
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.error("worker %s: backend error (%s: %s); retrying with backoff", self.id,
+                      type(exc).__name__, exc)
+
+    @staticmethod
+    async def _until(awaitable: Awaitable[Any], event: asyncio.Event) -> None:
+        """Wait for ``awaitable`` or ``event``, whichever comes first."""
+        if event.is_set():
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
+            return
+        main = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (main, stopper):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(main, stopper, return_exceptions=True)
+
+
+def _encode_result(result: Any) -> bytes:
+    try:
+        return msgspec.json.encode(result)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BadPayload(f"the handler's return value is not JSON-encodable: {exc}") from None
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
