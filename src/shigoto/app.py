@@ -67,6 +67,8 @@ class App:
     @overload
     def job(
         self,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -100,7 +102,11 @@ class App:
                 raise ConfigurationError(f"a handler named {job_name!r} is already registered")
             self.queue(queue)  # validates the queue name
             handler: JobHandler[Any] = JobHandler(
-                self, func, name=job_name, queue=queue, options=overrides,
+                self,
+                func,
+                name=job_name,
+                queue=queue,
+                options=overrides,
                 should_retry=should_retry,
             )
             self.handlers[job_name] = handler

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -72,7 +72,8 @@ class JobContext:
         """
         if isinstance(progress, bool) or not isinstance(progress, int | float | dict | str):
             raise ConfigurationError(
-                f"progress must be a number, a string or a small dict, got {type(progress).__name__}"
+                "progress must be a number, a string or a small dict, "
+                f"got {type(progress).__name__}"
             )
         try:
             encoded = msgspec.json.encode(progress)
@@ -117,7 +118,7 @@ class SyncJobContext:
     def cancelled(self) -> bool:
         return self._ctx.cancelled
 
-    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
         return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result()
 
     def update_progress(self, progress: Any) -> None:

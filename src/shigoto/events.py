@@ -81,6 +81,8 @@ class EventBus:
                 raise
             except Exception:
                 log.exception(
-                    "event listener %r failed on %s", listener, event.type,
+                    "event listener %r failed on %s",
+                    listener,
+                    event.type,
                     extra={"job_id": event.job_id, "queue": event.queue},
                 )

@@ -102,5 +102,3 @@ def _data_signature(fn: Callable[..., Any], name: str) -> inspect.Signature:
             "(or enqueue with queue.add(name, data) which keeps data and options apart)"
         )
     return inspect.Signature(rest)
-
-

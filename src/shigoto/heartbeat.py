@@ -87,7 +87,9 @@ class Heartbeat:
         now = time.monotonic()
         with self._lock:
             leases = [
-                t.lease for t in self._tracked.values() if t.give_up_at is None or now < t.give_up_at
+                t.lease
+                for t in self._tracked.values()
+                if t.give_up_at is None or now < t.give_up_at
             ]
         if not leases:
             self.last_beat = now

@@ -135,8 +135,15 @@ class JobOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 OPTION_NAMES = frozenset(
-    {"attempts", "backoff", "timeout", "priority", "remove_on_complete", "remove_on_fail",
-     "max_stalls"}
+    {
+        "attempts",
+        "backoff",
+        "timeout",
+        "priority",
+        "remove_on_complete",
+        "remove_on_fail",
+        "max_stalls",
+    }
 )
 
 
@@ -168,8 +175,10 @@ def option_overrides(**given: Any) -> dict[str, Any]:
     if (timeout := given.get("timeout")) is not None:
         out["timeout_s"] = _positive_seconds(timeout, "timeout")
     if (priority := given.get("priority")) is not None:
-        if not isinstance(priority, int) or isinstance(priority, bool) or not (
-            MIN_PRIORITY <= priority <= MAX_PRIORITY
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or not (MIN_PRIORITY <= priority <= MAX_PRIORITY)
         ):
             raise ConfigurationError(
                 f"priority must be an int between {MIN_PRIORITY} and {MAX_PRIORITY}, "
@@ -348,9 +357,7 @@ class Job:
             if deadline is not None:
                 left = deadline - loop.time()
                 if left <= 0:
-                    raise WaitTimeout(
-                        f"job {self.id} still {record.state.value} after {timeout} s"
-                    )
+                    raise WaitTimeout(f"job {self.id} still {record.state.value} after {timeout} s")
                 pause = min(pause, left)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")

@@ -35,9 +35,7 @@ class Portal:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def call(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the portal loop and block for its result."""
         try:
             asyncio.get_running_loop()

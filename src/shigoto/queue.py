@@ -15,10 +15,9 @@ import msgspec
 
 from .backends.contract import NewJob
 from .clock import Seconds, to_ms
-from .errors import ConfigurationError, PayloadError
+from .errors import ConfigurationError
 from .job import (
     Job,
-    JobOptions,
     JobRecord,
     JobState,
     option_overrides,
@@ -102,8 +101,12 @@ class Queue:
                 try:
                     batch.append(
                         self._new_job(
-                            spec.pop("name"), spec.pop("data", None), spec.pop("job_id", None),
-                            spec.pop("delay", None), spec, now,
+                            spec.pop("name"),
+                            spec.pop("data", None),
+                            spec.pop("job_id", None),
+                            spec.pop("delay", None),
+                            spec,
+                            now,
                         )
                     )
                 except ConfigurationError as exc:
@@ -222,5 +225,3 @@ class Queue:
 
     def resume_sync(self) -> None:
         self.app.portal.call(self.resume)
-
-

@@ -78,19 +78,15 @@ class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigurationError(f"Backoff delay must be >= 0 seconds, got {delay_s}")
         max_s = None if max_delay is None else seconds_of(max_delay)
         if max_s is not None and max_s < delay_s:
-            raise ConfigurationError(
-                f"Backoff max_delay ({max_s}) must be >= delay ({delay_s})"
-            )
+            raise ConfigurationError(f"Backoff max_delay ({max_s}) must be >= delay ({delay_s})")
         if not 0.0 <= jitter <= 1.0:
             raise ConfigurationError(f"Backoff jitter must be between 0 and 1, got {jitter}")
         return cls(kind=kind, delay_s=delay_s, max_delay_s=max_s, jitter=float(jitter))
 
     def delay_after(self, failures: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
-        if self.kind == "fixed":
-            wait = self.delay_s
-        else:
-            wait = self.delay_s * (2.0 ** max(0, failures - 1))
+        growth = 1.0 if self.kind == "fixed" else 2.0 ** max(0, failures - 1)
+        wait = self.delay_s * growth
         if self.max_delay_s is not None:
             wait = min(wait, self.max_delay_s)
         if self.jitter:

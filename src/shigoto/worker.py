@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -91,7 +91,8 @@ class WorkerSettings:
                 raise ConfigurationError(f"worker {field} must be > 0, got {getattr(self, field)}")
         if self.heartbeat_s is not None and not 0 < self.heartbeat_s < self.lease_s:
             raise ConfigurationError(
-                f"heartbeat_s must be > 0 and below lease_s ({self.lease_s}), got {self.heartbeat_s}"
+                f"heartbeat_s must be > 0 and below lease_s ({self.lease_s}), "
+                f"got {self.heartbeat_s}"
             )
         if self.shutdown_grace_s < 0:
             raise ConfigurationError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
@@ -168,13 +169,17 @@ class Worker:
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="shigoto-job")
         heartbeat_s = self.settings.heartbeat_s or self.settings.lease_s / 3
         self._heartbeat = Heartbeat(
-            lambda: open_backend(self.app.url), self.app.clock,
-            lease_ms=self._lease_ms, interval_s=heartbeat_s, on_status=self._statuses_from_thread,
+            lambda: open_backend(self.app.url),
+            self.app.clock,
+            lease_ms=self._lease_ms,
+            interval_s=heartbeat_s,
+            on_status=self._statuses_from_thread,
         )
         self._heartbeat.start()
         signals = self._install_signals()
-        log.info("worker %s started: queues=%s concurrency=%d", self.id, self.queues,
-                 self.concurrency)
+        log.info(
+            "worker %s started: queues=%s concurrency=%d", self.id, self.queues, self.concurrency
+        )
         maintenance = asyncio.create_task(self._maintenance_loop(), name="shigoto-maintenance")
         acker = asyncio.create_task(self._ack_loop(), name="shigoto-acks")
         try:
@@ -189,8 +194,12 @@ class Worker:
         maintenance.cancel()
         if self._running:
             grace = self.settings.shutdown_grace_s
-            log.info("worker %s: waiting up to %.0f s for %d running job(s)", self.id, grace,
-                     len(self._running))
+            log.info(
+                "worker %s: waiting up to %.0f s for %d running job(s)",
+                self.id,
+                grace,
+                len(self._running),
+            )
             tasks = list(self._running.values())
             await self._until(asyncio.wait(tasks, timeout=grace), self._force)
             pending = [t for t in self._running.values() if not t.done()]
@@ -203,12 +212,19 @@ class Worker:
         if self._held:
             note_ms = self.app.clock.now_ms()
             leases = list(self._held.values())
-            log.warning("worker %s: releasing %d unfinished job(s) back to their queues",
-                        self.id, len(leases))
+            log.warning(
+                "worker %s: releasing %d unfinished job(s) back to their queues",
+                self.id,
+                len(leases),
+            )
             note = AttemptError(
-                attempt=0, error_type="WorkerShutdown",
+                attempt=0,
+                error_type="WorkerShutdown",
                 message=f"worker {self.id} stopped before the job finished; released, "
-                "attempt not counted", traceback="", worker_id=self.id, started_ms=None,
+                "attempt not counted",
+                traceback="",
+                worker_id=self.id,
+                started_ms=None,
                 ended_ms=note_ms,
             )
             try:
@@ -222,22 +238,27 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)
-        log.info("worker %s stopped: %d processed, %d failed", self.id, self.processed,
-                 self.failed)
+        log.info("worker %s stopped: %d processed, %d failed", self.id, self.processed, self.failed)
 
     def _install_signals(self) -> list[int]:
-        if not self.settings.handle_signals or threading.current_thread() is not threading.main_thread():
+        if (
+            not self.settings.handle_signals
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return []
         loop = asyncio.get_running_loop()
-        installed = []
+        installed: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
             installed.append(sig)
         return installed
 
     def _on_signal(self, sig: int) -> None:
-        log.warning("worker %s: %s received, stopping gracefully (send again to stop now)",
-                    self.id, signal.Signals(sig).name)
+        log.warning(
+            "worker %s: %s received, stopping gracefully (send again to stop now)",
+            self.id,
+            signal.Signals(sig).name,
+        )
         self._request_stop(now=self._stopping.is_set())
 
     # -- fetching ----------------------------------------------------------------------
@@ -273,7 +294,10 @@ class Worker:
         total = 0
         for queue in self.queues:
             batch = await backend.claim(
-                queue, limit=free - total, worker_id=self.id, lease_ms=self._lease_ms,
+                queue,
+                limit=free - total,
+                worker_id=self.id,
+                lease_ms=self._lease_ms,
                 now_ms=self.app.clock.now_ms(),
             )
             for claimed in batch:
@@ -314,8 +338,11 @@ class Worker:
                 encoded = None if result is None else _encode_result(result)
             except asyncio.CancelledError:
                 if record.id in self._lost:
-                    log.warning("job %s cancelled: its lease was lost", record.id,
-                                extra={"job_id": record.id, "queue": record.queue})
+                    log.warning(
+                        "job %s cancelled: its lease was lost",
+                        record.id,
+                        extra={"job_id": record.id, "queue": record.queue},
+                    )
                     self._forget(record.id)
                     return
                 raise  # shutdown: the lease stays in _held and is released in bulk
@@ -329,9 +356,7 @@ class Worker:
             self._running.pop(record.id, None)
             self._slot.set()
 
-    async def _call(
-        self, record: JobRecord, lease: Lease, handler: JobHandler[Any] | None
-    ) -> Any:
+    async def _call(self, record: JobRecord, lease: Lease, handler: JobHandler[Any] | None) -> Any:
         if handler is None:
             known = ", ".join(sorted(self.app.handlers)) or "none"
             raise NoHandler(
@@ -389,27 +414,50 @@ class Worker:
         backend = self._require_backend()
         try:
             if isinstance(decision, RetryAt):
-                log.info("job %s (%s) attempt %d failed: %s: %s; retrying in %.1f s", record.id,
-                         record.name, record.attempts, error.error_type, error.message,
-                         decision.delay_s, extra=extra)
-                await backend.retry(lease, run_at_ms=now + to_ms(decision.delay_s),
-                                    error=error, now_ms=now)
+                log.info(
+                    "job %s (%s) attempt %d failed: %s: %s; retrying in %.1f s",
+                    record.id,
+                    record.name,
+                    record.attempts,
+                    error.error_type,
+                    error.message,
+                    decision.delay_s,
+                    extra=extra,
+                )
+                await backend.retry(
+                    lease, run_at_ms=now + to_ms(decision.delay_s), error=error, now_ms=now
+                )
                 if self._wants(EventType.RETRYING):
-                    await self._emit(EventType.RETRYING, record, error=error,
-                                     delay_s=decision.delay_s)
+                    await self._emit(
+                        EventType.RETRYING, record, error=error, delay_s=decision.delay_s
+                    )
             else:
-                log.warning("job %s (%s) is dead (%s) after %d attempt(s): %s: %s", record.id,
-                            record.name, decision.reason, record.attempts, error.error_type,
-                            error.message, extra=extra)
+                log.warning(
+                    "job %s (%s) is dead (%s) after %d attempt(s): %s: %s",
+                    record.id,
+                    record.name,
+                    decision.reason,
+                    record.attempts,
+                    error.error_type,
+                    error.message,
+                    extra=extra,
+                )
                 await backend.dead_letter(lease, reason=decision.reason, error=error, now_ms=now)
                 if self._wants(EventType.DEAD):
                     await self._emit(EventType.DEAD, record, error=error, reason=decision.reason)
         except LeaseLost:
-            log.warning("job %s: lease lost before its failure was recorded; whoever holds "
-                        "the job now decides its fate", record.id, extra=extra)
+            log.warning(
+                "job %s: lease lost before its failure was recorded; whoever holds "
+                "the job now decides its fate",
+                record.id,
+                extra=extra,
+            )
         except Exception:
-            log.exception("job %s: could not record its failure; it will be recovered when its "
-                          "lease expires", record.id, extra=extra)
+            log.exception(
+                "job %s: could not record its failure; it will be recovered when its lease expires",
+                record.id,
+                extra=extra,
+            )
         self._forget(record.id)
 
     def _decide(
@@ -460,8 +508,12 @@ class Worker:
                 failures += 1
                 self._log_outage(exc)
                 if self._acks_closed and failures > 5:
-                    log.error("worker %s: giving up on %d completion(s); their jobs will be "
-                              "recovered and run again", self.id, len(self._acks))
+                    log.error(
+                        "worker %s: giving up on %d completion(s); their jobs will be "
+                        "recovered and run again",
+                        self.id,
+                        len(self._acks),
+                    )
                     self._acks.clear()
                     return
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
@@ -473,12 +525,18 @@ class Worker:
                 if ok:
                     self.processed += 1
                     if self._wants(EventType.COMPLETED):
-                        await self._emit(EventType.COMPLETED, record, result=result,
-                                         duration_ms=self.app.clock.now_ms() - completion.started_ms)
+                        await self._emit(
+                            EventType.COMPLETED,
+                            record,
+                            result=result,
+                            duration_ms=self.app.clock.now_ms() - completion.started_ms,
+                        )
                 else:
-                    log.warning("job %s finished but its lease was lost; its result was not "
-                                "recorded", record.id,
-                                extra={"job_id": record.id, "queue": record.queue})
+                    log.warning(
+                        "job %s finished but its lease was lost; its result was not recorded",
+                        record.id,
+                        extra={"job_id": record.id, "queue": record.queue},
+                    )
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -494,12 +552,22 @@ class Worker:
                     self._log_outage(exc)
                     continue
                 for item in recovered:
-                    log.warning("job %s stalled (lease expired) and went %s", item.job_id,
-                                item.state.value, extra={"job_id": item.job_id, "queue": queue})
+                    log.warning(
+                        "job %s stalled (lease expired) and went %s",
+                        item.job_id,
+                        item.state.value,
+                        extra={"job_id": item.job_id, "queue": queue},
+                    )
                     if self._wants(EventType.STALLED):
-                        await self._emit_raw(Event(EventType.STALLED, queue, item.job_id,
-                                                   worker_id=self.id,
-                                                   detail={"state": item.state.value}))
+                        await self._emit_raw(
+                            Event(
+                                EventType.STALLED,
+                                queue,
+                                item.job_id,
+                                worker_id=self.id,
+                                detail={"state": item.state.value},
+                            )
+                        )
             await asyncio.sleep(self.settings.stall_check_s * random.uniform(0.8, 1.2))
 
     def _statuses_from_thread(self, statuses: list[LeaseStatus]) -> None:
@@ -514,8 +582,11 @@ class Worker:
                 ctx.cancelled = True
                 log.info("job %s: cancellation requested", status.job_id)
             if not status.held and status.job_id in self._held:
-                log.error("job %s: lease lost while running (blocked too long, or recovered "
-                          "by another worker); abandoning it", status.job_id)
+                log.error(
+                    "job %s: lease lost while running (blocked too long, or recovered "
+                    "by another worker); abandoning it",
+                    status.job_id,
+                )
                 self._lost.add(status.job_id)
                 self._held.pop(status.job_id, None)
                 task = self._running.get(status.job_id)
@@ -560,8 +631,12 @@ class Worker:
     def _log_outage(self, exc: BaseException) -> None:
         if not self._outage_logged:
             self._outage_logged = True
-            log.error("worker %s: backend error (%s: %s); retrying with backoff", self.id,
-                      type(exc).__name__, exc)
+            log.error(
+                "worker %s: backend error (%s: %s); retrying with backoff",
+                self.id,
+                type(exc).__name__,
+                exc,
+            )
 
     @staticmethod
     async def _until(awaitable: Awaitable[Any], event: asyncio.Event) -> None:
@@ -590,6 +665,6 @@ def _encode_result(result: Any) -> bytes:
 
 def _type_name(exc: BaseException) -> str:
     cls = type(exc)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )

@@ -253,8 +253,7 @@ class Backend(Protocol):
         """Pause (claims yield nothing) or resume a queue. Enqueues still work."""
         ...
 
-    async def is_paused(self, queue: str) -> bool:
-        ...
+    async def is_paused(self, queue: str) -> bool: ...
 
     async def redrive(self, queue: str, job_ids: Sequence[str], *, now_ms: int) -> list[str]:
         """Move ``dead`` jobs back to ``waiting`` with attempts and stalls reset (the error

@@ -18,6 +18,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 import threading
@@ -205,7 +206,9 @@ class SqliteBackend:
         results: list[Enqueued] = []
         for start in range(0, len(jobs), ENQUEUE_CHUNK):
             chunk = jobs[start : start + ENQUEUE_CHUNK]
-            results.extend(await self._write(lambda c, chunk=chunk: _enqueue(c, chunk, now_ms)))
+            results.extend(
+                await self._write(functools.partial(_enqueue, jobs=chunk, now_ms=now_ms))
+            )
         _wakeups.notify(self.path)
         return results
 
@@ -221,8 +224,13 @@ class SqliteBackend:
             conn.execute(SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": limit})
             rows = conn.execute(
                 SQL["claim"],
-                {"queue": queue, "limit": limit, "worker": worker_id,
-                 "lease_until": now_ms + lease_ms, "now": now_ms},
+                {
+                    "queue": queue,
+                    "limit": limit,
+                    "worker": worker_id,
+                    "lease_until": now_ms + lease_ms,
+                    "now": now_ms,
+                },
             ).fetchall()
             claimed = [Claimed(record=_record(r), token=r[-1]) for r in rows]
             claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
@@ -251,12 +259,17 @@ class SqliteBackend:
             for lease in leases:
                 row = conn.execute(
                     SQL["extend"],
-                    {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
-                     "lease_until": now_ms + lease_ms},
+                    {
+                        "queue": lease.queue,
+                        "id": lease.job_id,
+                        "token": lease.token,
+                        "lease_until": now_ms + lease_ms,
+                    },
                 ).fetchone()
                 out.append(
-                    LeaseStatus(lease.job_id, held=row is not None,
-                                cancel_requested=bool(row and row[0]))
+                    LeaseStatus(
+                        lease.job_id, held=row is not None, cancel_requested=bool(row and row[0])
+                    )
                 )
             return out
 
@@ -266,8 +279,12 @@ class SqliteBackend:
         def tx(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 SQL["update_progress"],
-                {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
-                 "progress": progress},
+                {
+                    "queue": lease.queue,
+                    "id": lease.job_id,
+                    "token": lease.token,
+                    "progress": progress,
+                },
             ).rowcount
 
         if not await self._write(tx):
@@ -279,7 +296,11 @@ class SqliteBackend:
             trims: dict[tuple[str, Retention], None] = {}
             for item in items:
                 lease = item.lease
-                params = {"queue": lease.queue, "id": lease.job_id, "token": lease.token}
+                params: dict[str, Any] = {
+                    "queue": lease.queue,
+                    "id": lease.job_id,
+                    "token": lease.token,
+                }
                 options = _job_options(conn, lease)
                 if options is not None and options.remove_on_complete.removes_immediately:
                     ok = conn.execute(SQL["complete_and_remove"], params).rowcount == 1
@@ -303,8 +324,14 @@ class SqliteBackend:
         def tx(conn: sqlite3.Connection) -> int:
             return conn.execute(
                 SQL["retry"],
-                {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
-                 "state": state.value, "run_at": run_at_ms, "error": _encoder.encode(error)},
+                {
+                    "queue": lease.queue,
+                    "id": lease.job_id,
+                    "token": lease.token,
+                    "state": state.value,
+                    "run_at": run_at_ms,
+                    "error": _encoder.encode(error),
+                },
             ).rowcount
 
         if not await self._write(tx):
@@ -316,14 +343,18 @@ class SqliteBackend:
         self, lease: Lease, *, reason: str, error: AttemptError | None, now_ms: int
     ) -> None:
         def tx(conn: sqlite3.Connection) -> int:
-            params: dict[str, Any] = {"queue": lease.queue, "id": lease.job_id,
-                                      "token": lease.token}
+            params: dict[str, Any] = {
+                "queue": lease.queue,
+                "id": lease.job_id,
+                "token": lease.token,
+            }
             options = _job_options(conn, lease)
             policy = options.remove_on_fail if options is not None else Retention()
             if policy.removes_immediately:
                 return conn.execute(SQL["dead_letter_and_remove"], params).rowcount
-            params.update(reason=reason, now=now_ms,
-                          error=None if error is None else _encoder.encode(error))
+            params.update(
+                reason=reason, now=now_ms, error=None if error is None else _encoder.encode(error)
+            )
             done = conn.execute(SQL["dead_letter"], params).rowcount
             if done and not policy.keeps_all:
                 _trim(conn, lease.queue, JobState.DEAD, policy, now_ms)
@@ -341,9 +372,14 @@ class SqliteBackend:
             return [
                 conn.execute(
                     SQL["release"],
-                    {"queue": lease.queue, "id": lease.job_id, "token": lease.token,
-                     "note": encoded},
-                ).rowcount == 1
+                    {
+                        "queue": lease.queue,
+                        "id": lease.job_id,
+                        "token": lease.token,
+                        "note": encoded,
+                    },
+                ).rowcount
+                == 1
                 for lease in leases
             ]
 
@@ -460,7 +496,9 @@ def _positive_float(value: str, name: str) -> float:
     except ValueError:
         number = -1.0
     if number <= 0:
-        raise ConfigurationError(f"SQLite URL option {name} must be a positive number, got {value!r}")
+        raise ConfigurationError(
+            f"SQLite URL option {name} must be a positive number, got {value!r}"
+        )
     return number
 
 
@@ -468,7 +506,7 @@ def _statements(script: str) -> Iterable[str]:
     return (s.strip() for s in script.split(";") if s.strip())
 
 
-def _enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
+def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
     out: list[Enqueued] = []
     seen_queues: set[str] = set()
     for job in jobs:
@@ -476,14 +514,24 @@ def _enqueue(conn: sqlite3.Connection, jobs: Sequence[NewJob], now_ms: int) -> l
             conn.execute(SQL["register_queue"], (job.queue,))
             seen_queues.add(job.queue)
         state = JobState.DELAYED if job.ready_ms > now_ms else JobState.WAITING
-        created = conn.execute(
-            SQL["enqueue"],
-            {"id": job.id, "queue": job.queue, "name": job.name, "payload": job.payload,
-             "options": _encoder.encode(job.options), "state": state.value,
-             "priority": job.options.priority, "created_ms": job.created_ms,
-             "ready_ms": max(job.ready_ms, job.created_ms),
-             "max_stalls": job.options.max_stalls},
-        ).rowcount == 1
+        created = (
+            conn.execute(
+                SQL["enqueue"],
+                {
+                    "id": job.id,
+                    "queue": job.queue,
+                    "name": job.name,
+                    "payload": job.payload,
+                    "options": _encoder.encode(job.options),
+                    "state": state.value,
+                    "priority": job.options.priority,
+                    "created_ms": job.created_ms,
+                    "ready_ms": max(job.ready_ms, job.created_ms),
+                    "max_stalls": job.options.max_stalls,
+                },
+            ).rowcount
+            == 1
+        )
         if not created:
             state = JobState(conn.execute(SQL["existing_state"], (job.queue, job.id)).fetchone()[0])
         out.append(Enqueued(id=job.id, created=created, state=state))
@@ -502,22 +550,41 @@ def _trim(
     conn: sqlite3.Connection, queue: str, state: JobState, policy: Retention, now_ms: int
 ) -> None:
     if policy.count is not None:
-        conn.execute(SQL["trim_by_count"], {"queue": queue, "state": state.value,
-                                            "keep": policy.count})
+        conn.execute(
+            SQL["trim_by_count"], {"queue": queue, "state": state.value, "keep": policy.count}
+        )
     if policy.age_s is not None:
         conn.execute(
             SQL["trim_by_age"],
-            {"queue": queue, "state": state.value,
-             "before": now_ms - int(policy.age_s * 1000), "limit": TRIM_LIMIT},
+            {
+                "queue": queue,
+                "state": state.value,
+                "before": now_ms - int(policy.age_s * 1000),
+                "limit": TRIM_LIMIT,
+            },
         )
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
     return JobRecord(
-        id=row[0], queue=row[1], name=row[2], payload=row[3],
-        options=_options_decoder.decode(row[4]), state=JobState(row[5]), priority=row[6],
-        created_ms=row[7], ready_ms=row[8], attempts=row[9], stalls=row[10],
-        started_ms=row[11], finished_ms=row[12], worker_id=row[13], lease_until_ms=row[14],
-        progress=row[15], result=row[16], errors=_errors_decoder.decode(row[17]),
-        reason=row[18], cancel_requested=bool(row[19]),
+        id=row[0],
+        queue=row[1],
+        name=row[2],
+        payload=row[3],
+        options=_options_decoder.decode(row[4]),
+        state=JobState(row[5]),
+        priority=row[6],
+        created_ms=row[7],
+        ready_ms=row[8],
+        attempts=row[9],
+        stalls=row[10],
+        started_ms=row[11],
+        finished_ms=row[12],
+        worker_id=row[13],
+        lease_until_ms=row[14],
+        progress=row[15],
+        result=row[16],
+        errors=_errors_decoder.decode(row[17]),
+        reason=row[18],
+        cancel_requested=bool(row[19]),
     )
