@@ -1,0 +1,38 @@
+# Two commands on a fresh checkout: `make demo` and `make test`.
+# Only python3 (>= 3.11) and make are assumed; everything else lands in .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test lint typecheck faults bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shigoto needs Python >= 3.11; found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/shigoto demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict src
+
+test: lint typecheck
+	$(BIN)/pytest -q -m "not faults"
+
+faults: $(STAMP)
+	$(BIN)/pytest -q -m faults
+
+bench: $(STAMP)
+	$(BIN)/python bench/throughput.py --url sqlite:///$$(mktemp -d)/bench.db
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

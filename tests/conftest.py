@@ -1,0 +1,99 @@
+"""Shared fixtures: every backend the conformance suite runs against, isolated per test.
+
+Backends that need a server are skipped when it is not reachable, unless
+``SHIGOTO_REQUIRE_SERVERS=1`` (as in CI), where a missing server fails the test.
+Isolation is by a random namespace per test (a fresh SQLite file, a random queue name,
+a random key prefix), never by flushing a shared server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from shigoto.backends import Backend, open_backend
+
+REQUIRE_SERVERS = os.environ.get("SHIGOTO_REQUIRE_SERVERS") == "1"
+REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("SHIGOTO_TEST_REDIS_PORT", "6379"))
+
+BACKEND_NAMES = ["sqlite", "redis"]
+
+
+def server_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_server(name: str, host: str, port: int) -> None:
+    """Skip (or, with SHIGOTO_REQUIRE_SERVERS=1, fail) when a server is not reachable."""
+    if server_reachable(host, port):
+        return
+    message = f"{name} is not reachable on {host}:{port}"
+    if REQUIRE_SERVERS:
+        pytest.fail(f"{message} (SHIGOTO_REQUIRE_SERVERS=1)")
+    pytest.skip(message)
+
+
+def redis_backend_available() -> bool:
+    try:
+        import shigoto.backends.redis  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_url(name: str, tmp_path: Path) -> str:
+    """A URL in a fresh namespace for backend ``name``."""
+    if name == "sqlite":
+        return f"sqlite:///{tmp_path / f'jobs-{uuid.uuid4().hex[:8]}.db'}?poll=0.02"
+    if name == "redis":
+        if not redis_backend_available():
+            pytest.skip("the Redis backend is not built yet")
+        require_server("Redis", REDIS_HOST, REDIS_PORT)
+        return f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix=test-{uuid.uuid4().hex[:10]}"
+    raise ValueError(name)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def url_factory(backend_name: str, tmp_path: Path) -> Callable[[], str]:
+    """Makes URLs of the current backend; each call is a fresh namespace."""
+    return lambda: make_url(backend_name, tmp_path)
+
+
+@pytest.fixture
+def backend_url(url_factory: Callable[[], str]) -> str:
+    return url_factory()
+
+
+@pytest.fixture
+async def backend(backend_url: str) -> AsyncIterator[Backend]:
+    """A connected backend in its own namespace (closed after the test)."""
+    instance = open_backend(backend_url)
+    await instance.connect()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return make_url("sqlite", tmp_path)
