@@ -6,7 +6,7 @@ import asyncio
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
@@ -19,6 +19,9 @@ from .job import JobOptions, option_overrides
 from .portal import Portal
 from .queue import Queue
 from .retry import ShouldRetry
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 DEFAULT_URL = "sqlite:///shigoto.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
@@ -134,7 +137,7 @@ class App:
         queues: Sequence[str] | str | None = None,
         concurrency: int = 10,
         **settings: Any,
-    ) -> Any:
+    ) -> Worker:
         """A worker for ``queues`` (default: every queue a handler is registered on)."""
         from .worker import Worker, WorkerSettings
 
@@ -143,7 +146,15 @@ class App:
         names = list(queues) if queues else sorted({h.queue_name for h in self.handlers.values()})
         if not names:
             names = ["default"]
-        return Worker(self, names, concurrency=concurrency, settings=WorkerSettings(**settings))
+        try:
+            worker_settings = WorkerSettings(**settings)
+        except TypeError:
+            known = sorted(WorkerSettings.__dataclass_fields__)
+            unknown = sorted(set(settings) - set(known))
+            raise ConfigurationError(
+                f"unknown worker setting(s) {unknown}; known: {', '.join(known)}"
+            ) from None
+        return Worker(self, names, concurrency=concurrency, settings=worker_settings)
 
     # -- plumbing --------------------------------------------------------------------
 

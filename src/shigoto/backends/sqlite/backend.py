@@ -53,6 +53,8 @@ RECORD_COLUMNS = (
     "reason, cancel_requested"
 )
 MIGRATIONS = ("migration_1",)
+"""Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
+tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
 ENQUEUE_CHUNK = 2000
 TRIM_LIMIT = 1000
 
@@ -62,10 +64,16 @@ _encoder = msgspec.json.Encoder()
 
 
 def _load_queries() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8")
+    """Every named block of every ``*.sql`` file of this package (names are unique)."""
     blocks: dict[str, str] = {}
-    for match in re.finditer(r"^-- (\w+) --\n(.*?)(?=^-- \w+ --\n|\Z)", text, re.S | re.M):
-        blocks[match.group(1)] = match.group(2).strip().replace("{columns}", RECORD_COLUMNS)
+    for entry in sorted(resources.files(__package__).iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        for match in re.finditer(r"^-- (\w+) --\n(.*?)(?=^-- \w+ --\n|\Z)", text, re.S | re.M):
+            if match.group(1) in blocks:
+                raise RuntimeError(f"SQL block {match.group(1)!r} is defined twice")
+            blocks[match.group(1)] = match.group(2).strip().replace("{columns}", RECORD_COLUMNS)
     return blocks
 
 

@@ -177,5 +177,6 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
 -- redrive --
 UPDATE jobs
 SET state = 'waiting', attempts = 0, stalls = 0, reason = NULL, finished_ms = NULL,
-    started_ms = NULL, ready_ms = :now, result = NULL, progress = NULL, worker_id = NULL
+    started_ms = NULL, ready_ms = :now, result = NULL, progress = NULL, worker_id = NULL,
+    cancel_requested = 0
 WHERE queue = :queue AND id = :id AND state = 'dead';
