@@ -44,10 +44,10 @@ def require_server(name: str, host: str, port: int) -> None:
 
 def redis_backend_available() -> bool:
     try:
-        import shigoto.backends.redis  # noqa: F401
+        import shigoto.backends.redis as module
     except ImportError:
         return False
-    return True
+    return hasattr(module, "RedisBackend")
 
 
 def make_url(name: str, tmp_path: Path) -> str:

@@ -18,6 +18,7 @@ from .handler import JobHandler
 from .job import DeadReason, Job, JobOptions, JobRecord, JobState
 from .queue import Queue
 from .retry import Backoff, Retry, UnrecoverableError
+from .scheduler import Misfire, Schedule, Scheduler
 from .worker import Worker, WorkerSettings
 
 __all__ = [
@@ -39,9 +40,12 @@ __all__ = [
     "JobRecord",
     "JobState",
     "LeaseLost",
+    "Misfire",
     "PayloadError",
     "Queue",
     "Retry",
+    "Schedule",
+    "Scheduler",
     "ShigotoError",
     "SyncJobContext",
     "SystemClock",

@@ -6,12 +6,13 @@ import asyncio
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import msgspec
 
 from .backends import Backend, open_backend
-from .clock import Clock, SystemClock
+from .clock import Clock, Seconds, SystemClock
 from .errors import ConfigurationError, PayloadError
 from .events import EventBus, Listener
 from .handler import JobHandler
@@ -19,6 +20,7 @@ from .job import JobOptions, option_overrides
 from .portal import Portal
 from .queue import Queue
 from .retry import ShouldRetry
+from .scheduler import Misfire, Schedule, Scheduler, Schedules
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -54,6 +56,7 @@ class App:
         self.handlers: dict[str, JobHandler[Any]] = {}
         self.events = EventBus()
         self.portal = Portal()
+        self.schedules = Schedules(self)
         self._queues: dict[str, Queue] = {}
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
@@ -120,6 +123,66 @@ class App:
     def on(self, event: str, listener: Listener) -> Listener:
         """Subscribe to an event of every worker of this app (``completed``, ``failed``...)."""
         return self.events.on(event, listener)
+
+    # -- schedules (shigoto.scheduler) ---------------------------------------------------
+
+    def cron(
+        self,
+        expr: str,
+        /,
+        *,
+        tz: str | tzinfo | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        misfire: Misfire | str = Misfire.SKIP,
+        **options: Any,
+    ) -> Callable[[F], JobHandler[Any]]:
+        """Run the decorated handler on a cron schedule in a time zone (default UTC):
+        ``@app.cron("0 9 * * *", tz="Asia/Tokyo")``. 5 fields, 6 (seconds first) or an
+        alias (``@daily``). ``name`` defaults to the job name; ``misfire`` is ``skip``,
+        ``run_once`` or ``run_all``; ``options`` may add ``misfire_limit``,
+        ``misfire_grace`` and, when the function is not a job yet, job options.
+        Invalid expressions and unknown zones fail here, naming the expression."""
+        return self.schedules.decorator(
+            cron=expr, tz=tz, name=name, queue=queue, data=data, misfire=misfire, **options
+        )
+
+    def every(
+        self,
+        interval: Seconds,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        misfire: Misfire | str = Misfire.SKIP,
+        **options: Any,
+    ) -> Callable[[F], JobHandler[Any]]:
+        """Run the decorated handler every ``interval`` (seconds or a timedelta, at least
+        1 s), at multiples of it since the Unix epoch. Settings as for :meth:`cron`."""
+        return self.schedules.decorator(
+            every=interval, name=name, queue=queue, data=data, misfire=misfire, **options
+        )
+
+    async def schedule(self, name: str, job: str | JobHandler[Any], **settings: Any) -> Schedule:
+        """Add or replace a schedule at run time, stored in the backend for every
+        scheduler: ``await app.schedule("nightly", "backup", cron="0 2 * * *")``."""
+        return await self.schedules.schedule(name, job, **settings)
+
+    async def unschedule(self, name: str) -> bool:
+        """Remove a run-time schedule; False when there was none."""
+        return await self.schedules.unschedule(name)
+
+    def schedule_sync(self, name: str, job: str | JobHandler[Any], **settings: Any) -> Schedule:
+        return self.portal.call(self.schedule, name, job, **settings)
+
+    def unschedule_sync(self, name: str) -> bool:
+        return self.portal.call(self.unschedule, name)
+
+    def scheduler(self, **settings: Any) -> Scheduler:
+        """A scheduler for this app's schedules (``poll_s``, ``handle_signals``)."""
+        return Scheduler(self, **settings)
 
     # -- producing / consuming -----------------------------------------------------------
 
@@ -188,6 +251,11 @@ class App:
         if backend is None:
             backend = open_backend(self.url)
             await backend.connect()
+            # Another task of this loop may have connected meanwhile: keep one backend.
+            existing = self._backends.get(loop)
+            if existing is not None:
+                await backend.close()
+                return existing
             self._backends[loop] = backend
         return backend
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -18,6 +19,7 @@ from .backends.contract import Lease
 from .clock import Seconds, to_ms
 from .errors import ConfigurationError, PayloadError
 from .job import JobRecord
+from .scheduler import scheduled_at
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -63,6 +65,13 @@ class JobContext:
     @property
     def worker_id(self) -> str:
         return self._worker.id
+
+    @property
+    def scheduled_at(self) -> datetime | None:
+        """For a job fired by a schedule: the tick it was fired for (timezone-aware,
+        UTC), even when it runs late; ``.astimezone(ZoneInfo(...))`` for local time.
+        None for jobs not fired by a schedule."""
+        return scheduled_at(self.job.id)
 
     async def update_progress(self, progress: Any) -> None:
         """Record progress (a number such as 42, or a small JSON-able dict).
@@ -113,6 +122,7 @@ class SyncJobContext:
         self.log = ctx.log
         self.job_id, self.name, self.queue = ctx.job_id, ctx.name, ctx.queue
         self.attempt, self.worker_id = ctx.attempt, ctx.worker_id
+        self.scheduled_at = ctx.scheduled_at
 
     @property
     def cancelled(self) -> bool:

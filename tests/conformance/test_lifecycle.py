@@ -388,3 +388,32 @@ async def test_promote_due_moves_due_delayed_jobs_in_due_order(
         "at-200",
         "at-300",
     ]
+
+
+async def test_a_job_cancelled_while_running_is_not_retried_but_cancelled(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(backend, new_job(queue_name, "j1", attempts=3))
+    claimed = await claim_one(backend, queue_name, now=T0 + 1)
+    await backend.cancel(queue_name, "j1", now_ms=T0 + 2)
+
+    await backend.retry(
+        lease_of(claimed), run_at_ms=T0 + 1_000, error=attempt_error(1), now_ms=T0 + 3
+    )
+
+    stored = await record(backend, queue_name, "j1")
+    assert (stored.state, stored.reason) == (JobState.CANCELLED, "cancelled")
+    assert await claim(backend, queue_name, now=T0 + 5_000) == []
+
+
+async def test_a_job_cancelled_while_running_is_not_released_but_cancelled(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(backend, new_job(queue_name, "j1"))
+    claimed = await claim_one(backend, queue_name, now=T0 + 1)
+    await backend.cancel(queue_name, "j1", now_ms=T0 + 2)
+
+    assert await backend.release([lease_of(claimed)], now_ms=T0 + 3) == [True]
+
+    stored = await record(backend, queue_name, "j1")
+    assert (stored.state, stored.reason) == (JobState.CANCELLED, "cancelled")

@@ -25,7 +25,7 @@ Rules every implementation follows:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -56,6 +56,11 @@ class NewJob(msgspec.Struct, frozen=True):
     options: JobOptions
     created_ms: int
     ready_ms: int
+    dedup_key: str | None = None
+    """Enqueue-side de-duplication (see :meth:`Backend.enqueue`); distinct from ``id``."""
+    dedup_ttl_ms: int | None = None
+    """With ``dedup_key``: also hold the key this long after ``created_ms``, even once
+    the job has finished. None: only while the job is live."""
 
     @property
     def priority(self) -> int:
@@ -109,6 +114,27 @@ class Recovered(msgspec.Struct, frozen=True):
     """``waiting`` (another worker will take it) or ``dead`` (stalled too often)."""
 
 
+class ScheduleState(msgspec.Struct, frozen=True):
+    """What a backend keeps per schedule name (see the ``schedules`` methods).
+
+    The backend never interprets a schedule: ``definition`` is opaque bytes encoded by
+    :mod:`shigoto.scheduler` (present only for schedules added at run time; schedules
+    declared in code live in the code), and tick times are plain numbers.
+    """
+
+    name: str
+    since_ms: int
+    """When a scheduler first registered the name: ticks at or before it are never due."""
+    last_fire_ms: int | None = None
+    """The newest tick claimed so far (monotonic: a claim never moves it backwards)."""
+    last_queue: str | None = None
+    last_job_id: str | None = None
+    """Where the job of the newest claimed tick went (it may since have been removed)."""
+    last_claimed_ms: int | None = None
+    """When that tick was claimed (``- last_fire_ms`` = how late the scheduler was)."""
+    definition: bytes | None = None
+
+
 class Backend(Protocol):
     """The storage seam. One instance belongs to one event loop."""
 
@@ -130,6 +156,14 @@ class Backend(Protocol):
         A job whose (queue, id) already exists is left untouched and reported with
         ``created=False`` and its current state: adding the same id twice enqueues once.
         Atomic per job; backends may store a whole batch in one transaction.
+
+        ``dedup_key`` (backends implementing the idempotency section): if the queue holds
+        the key for a job that is still live (waiting, delayed, active), or the key's
+        ``dedup_ttl_ms`` since that job's creation has not passed, nothing is stored
+        and that job is reported (its id, ``created=False``, its state; ``completed``
+        when it was already removed). Otherwise the new job is stored and takes the
+        key. Check and claim are one atomic step: concurrent producers of one key store
+        one job.
         """
         ...
 
@@ -184,7 +218,8 @@ class Backend(Protocol):
         self, lease: Lease, *, run_at_ms: int, error: AttemptError, now_ms: int
     ) -> None:
         """Record a failed attempt and schedule the next: ``delayed`` until ``run_at_ms``
-        (or ``waiting`` when it is already due). Raises ``LeaseLost``. Atomic."""
+        (or ``waiting`` when it is already due). A job whose cancellation was requested
+        while it ran becomes ``cancelled`` instead. Raises ``LeaseLost``. Atomic."""
         ...
 
     async def dead_letter(
@@ -200,7 +235,8 @@ class Backend(Protocol):
         self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None
     ) -> list[bool]:
         """Give jobs back unfinished (shutdown): ``waiting`` again at the front of their
-        priority, the attempt not counted. ``note`` records why in the job's history.
+        priority, the attempt not counted (``cancelled`` if cancellation was requested
+        while it ran). ``note`` records why in the job's history.
         ``False`` where the lease was lost. Atomic per job."""
         ...
 
@@ -255,7 +291,181 @@ class Backend(Protocol):
 
     async def is_paused(self, queue: str) -> bool: ...
 
-    async def redrive(self, queue: str, job_ids: Sequence[str], *, now_ms: int) -> list[str]:
+    async def redrive(
+        self,
+        queue: str,
+        job_ids: Sequence[str],
+        *,
+        now_ms: int,
+        run_at_ms: int | None = None,
+        note: AttemptError | None = None,
+    ) -> list[str]:
         """Move ``dead`` jobs back to ``waiting`` with attempts and stalls reset (the error
-        history is kept). Returns the ids that moved. Atomic per job."""
+        history is kept). Returns the ids that moved. Atomic per job.
+
+        ``run_at_ms`` later than ``now_ms`` makes them ``delayed`` until then (the core
+        staggers a rate-limited redrive this way); ``note`` is appended to each moved
+        job's history (who redrove it)."""
         ...
+
+    # -- schedules -------------------------------------------------------------------
+
+    async def register_schedules(self, names: Sequence[str], *, now_ms: int) -> None:
+        """Start tracking schedules: each name not yet known gets a state with
+        ``since_ms = now_ms``; known names are left untouched (so the earliest
+        registration wins). Atomic per name."""
+        ...
+
+    async def claim_tick(self, schedule: str, fire_ms: int, job: NewJob, *, now_ms: int) -> bool:
+        """Claim one tick of a schedule and enqueue its job, exactly once.
+
+        In one atomic step: when the schedule's ``last_fire_ms`` is unset or below
+        ``fire_ms``, set it to ``fire_ms`` (with ``last_queue``/``last_job_id`` of
+        ``job`` and ``last_claimed_ms = now_ms``; an unknown name gets a state with
+        ``since_ms = now_ms``), store ``job`` as :meth:`enqueue` would (an existing id
+        is left untouched) and return True. Otherwise change nothing and return False.
+
+        The tick state, not the job id, is what makes this exactly-once: the job of a
+        tick may already be completed and removed (``remove_on_complete``) when a slow
+        scheduler tries the same tick. Callers claim a schedule's ticks in ascending
+        order, so a late scheduler can never fire a tick older than one already fired.
+        """
+        ...
+
+    async def schedule_states(self, *, limit: int = 1000) -> list[ScheduleState]:
+        """Every schedule state (sorted by name, at most ``limit``)."""
+        ...
+
+    async def save_schedule(self, name: str, definition: bytes, *, now_ms: int) -> None:
+        """Create or replace the stored definition of a run-time schedule. Its tick state
+        (``last_fire_ms``) is kept, so replacing a definition neither repeats nor skips
+        a tick. Atomic."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Forget a schedule: its definition and its tick state. False when unknown.
+        Atomic."""
+        ...
+
+    # -- dead letters ------------------------------------------------------------------
+    # Listing and removing ``dead`` jobs for operators (issue 5). Grouping by error
+    # fingerprint happens in the core (shigoto.dead_letters) over these pages, so every
+    # backend groups identically and the fingerprint rules can change without a migration.
+
+    async def list_dead(
+        self, queue: str, where: DeadFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> DeadPage:
+        """One page of the queue's dead jobs matching ``where``, newest death first
+        (``finished_ms`` descending, then enqueue order descending).
+
+        ``cursor`` is the ``DeadPage.cursor`` of the previous page (opaque, backend
+        defined); it is keyset-based, so deaths and removals between calls neither
+        repeat nor skip older jobs, and jobs that died after the first page was read do
+        not appear on later pages. A page may hold fewer than ``limit`` items even when
+        more match (a backend may bound the work of one call); only ``cursor=None``
+        means the end. ``limit`` is at most 1000. Read-only.
+        """
+        ...
+
+    async def purge_dead(self, queue: str, job_ids: Sequence[str]) -> list[str]:
+        """Delete the listed jobs that are ``dead`` (others are left alone). Returns the
+        ids deleted, in the order given. Atomic per job."""
+        ...
+
+    # -- idempotency -------------------------------------------------------------------
+    # Execution-side once-records (``ctx.once``), scoped per queue. A backend that
+    # implements this section also honours ``NewJob.dedup_key`` in :meth:`enqueue`.
+    # Lifecycle of one key: claimed (by an owner, until a lease ends) -> done (with an
+    # optional result, until a TTL ends) -> forgotten. Expired records are removed by
+    # the backend as it goes, a bounded number per call.
+
+    async def once_claim(
+        self, queue: str, key: str, *, owner: str, lease_ms: int, now_ms: int
+    ) -> OnceClaim:
+        """Ask to perform the effect named ``key``. In one atomic step:
+
+        * a ``done`` record whose TTL has not passed → ``status="done"`` with its result;
+        * an unexpired claim held by another owner → ``status="busy"`` with ``holder``
+          and ``until_ms`` (the claim's end), nothing changed;
+        * otherwise (no record, an expired one, or a claim by this same owner) → the
+          key is claimed by ``owner`` until ``now_ms + lease_ms``: ``status="claimed"``.
+        """
+        ...
+
+    async def once_mark(
+        self,
+        queue: str,
+        key: str,
+        *,
+        owner: str,
+        result: bytes | None,
+        ttl_ms: int | None,
+        now_ms: int,
+    ) -> bool:
+        """Record that the effect ``key`` happened: ``done`` with ``result`` (JSON bytes
+        or None) until ``now_ms + ttl_ms`` (None: kept until removed). Always records
+        (the effect did happen); returns False when ``owner`` no longer held the claim
+        (it expired and someone else claimed or finished it), so callers can log it.
+        Atomic."""
+        ...
+
+    async def once_release(self, queue: str, key: str, *, owner: str) -> bool:
+        """Give up ``owner``'s claim on ``key`` (the effect failed) so another attempt
+        may claim it at once. A ``done`` record or another owner's claim is left
+        alone; returns whether a claim was released. Atomic."""
+        ...
+
+
+# -- records of the dead-letter and idempotency sections --------------------------------
+
+
+class DeadFilter(msgspec.Struct, frozen=True):
+    """Which dead jobs to list; empty tuples and None match everything.
+
+    Values within one field are alternatives (OR); fields combine with AND.
+    """
+
+    names: tuple[str, ...] = ()
+    """Job names."""
+    reasons: tuple[str, ...] = ()
+    """Dead reasons (:class:`~shigoto.job.DeadReason` values, or ``cancelled``)."""
+    error_types: tuple[str, ...] = ()
+    """Type of the job's last recorded error: the stored name (``myapp.errors.Busy``)
+    or its last dotted part (``Busy``)."""
+    since_ms: int | None = None
+    """Died at or after (``finished_ms >= since_ms``)."""
+    until_ms: int | None = None
+    """Died before (``finished_ms < until_ms``)."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A dead job as the dead-letter queue shows it: no payload, only its last error
+    (read the whole record with :meth:`Backend.get`)."""
+
+    id: str
+    queue: str
+    name: str
+    reason: str | None
+    attempts: int
+    created_ms: int
+    finished_ms: int
+    last_error: AttemptError | None
+
+
+class DeadPage(msgspec.Struct, frozen=True):
+    """One page of :meth:`Backend.list_dead`; ``cursor`` None means the end."""
+
+    items: list[DeadLetter]
+    cursor: str | None
+
+
+class OnceClaim(msgspec.Struct, frozen=True):
+    """Answer of :meth:`Backend.once_claim`."""
+
+    status: Literal["claimed", "done", "busy"]
+    result: bytes | None = None
+    """``done``: the result recorded with the effect (JSON bytes), if any."""
+    holder: str | None = None
+    """``busy``: the owner holding the claim."""
+    until_ms: int | None = None
+    """``busy``: when that claim expires."""

@@ -22,6 +22,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +45,9 @@ from ..contract import (
     NewJob,
     Recovered,
 )
+from .dead_letters import SqliteDeadLetters
+from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
+from .schedules import SchedulesMixin
 
 T = TypeVar("T")
 
@@ -52,11 +56,12 @@ RECORD_COLUMNS = (
     "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
     "reason, cancel_requested"
 )
-MIGRATIONS = ("migration_1",)
+MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1")
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
 ENQUEUE_CHUNK = 2000
 TRIM_LIMIT = 1000
+PROMOTE_ON_CLAIM = 1000
 
 _options_decoder = msgspec.json.Decoder(JobOptions)
 _errors_decoder = msgspec.json.Decoder(list[AttemptError])
@@ -121,7 +126,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SqliteBackend:
+class SqliteBackend(SchedulesMixin, SqliteDeadLetters, SqliteIdempotency):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 
     URL options: ``?poll=0.05`` (seconds between polls for work from other processes),
@@ -184,7 +189,7 @@ class SqliteBackend:
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -229,7 +234,10 @@ class SqliteBackend:
             row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
             if row is not None and row[0]:
                 return []
-            conn.execute(SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": limit})
+            # Promote more than ``limit``: a due job of high priority must not lose to
+            # earlier-due low-priority ones just because they were promoted first.
+            promote = max(limit, PROMOTE_ON_CLAIM)
+            conn.execute(SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": promote})
             rows = conn.execute(
                 SQL["claim"],
                 {
@@ -337,6 +345,7 @@ class SqliteBackend:
                     "id": lease.job_id,
                     "token": lease.token,
                     "state": state.value,
+                    "now": now_ms,
                     "run_at": run_at_ms,
                     "error": _encoder.encode(error),
                 },
@@ -385,6 +394,7 @@ class SqliteBackend:
                         "id": lease.job_id,
                         "token": lease.token,
                         "note": encoded,
+                        "now": now_ms,
                     },
                 ).rowcount
                 == 1
@@ -479,18 +489,34 @@ class SqliteBackend:
 
         return await self._run(read)
 
-    async def redrive(self, queue: str, job_ids: Sequence[str], *, now_ms: int) -> list[str]:
+    async def redrive(
+        self,
+        queue: str,
+        job_ids: Sequence[str],
+        *,
+        now_ms: int,
+        run_at_ms: int | None = None,
+        note: AttemptError | None = None,
+    ) -> list[str]:
+        run_at = max(now_ms, run_at_ms or now_ms)
+        state = JobState.DELAYED if run_at > now_ms else JobState.WAITING
+        params: dict[str, Any] = {
+            "queue": queue,
+            "now": now_ms,
+            "run_at": run_at,
+            "state": state.value,
+            "note": None if note is None else _encoder.encode(note),
+        }
+
         def tx(conn: sqlite3.Connection) -> list[str]:
             return [
                 job_id
                 for job_id in job_ids
-                if conn.execute(
-                    SQL["redrive"], {"queue": queue, "id": job_id, "now": now_ms}
-                ).rowcount
+                if conn.execute(SQL["redrive"], {**params, "id": job_id}).rowcount
             ]
 
         moved = await self._write(tx)
-        if moved:
+        if moved and state is JobState.WAITING:
             _wakeups.notify(self.path)
         return moved
 
@@ -511,7 +537,9 @@ def _positive_float(value: str, name: str) -> float:
 
 
 def _statements(script: str) -> Iterable[str]:
-    return (s.strip() for s in script.split(";") if s.strip())
+    """Split a migration block into statements (comment lines may contain ';')."""
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("--"))
+    return (s.strip() for s in code.split(";") if s.strip())
 
 
 def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
@@ -521,6 +549,9 @@ def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -
         if job.queue not in seen_queues:
             conn.execute(SQL["register_queue"], (job.queue,))
             seen_queues.add(job.queue)
+        if job.dedup_key is not None and (holder := dedup_holder(conn, job, now_ms)):
+            out.append(holder)
+            continue
         state = JobState.DELAYED if job.ready_ms > now_ms else JobState.WAITING
         created = (
             conn.execute(
@@ -542,6 +573,8 @@ def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -
         )
         if not created:
             state = JobState(conn.execute(SQL["existing_state"], (job.queue, job.id)).fetchone()[0])
+        elif job.dedup_key is not None:
+            take_dedup_key(conn, job, now_ms)
         out.append(Enqueued(id=job.id, created=created, state=state))
     return out
 
@@ -596,3 +629,26 @@ def _record(row: Sequence[Any]) -> JobRecord:
         reason=row[18],
         cancel_requested=bool(row[19]),
     )
+
+
+def _enable_wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch the file to WAL, waiting out other connections that are opening it too.
+
+    When several connections open a fresh file at once (a worker, its heartbeat thread
+    and a producer; or several worker processes), switching the journal mode can fail
+    with SQLITE_BUSY at once, without the busy handler, while another connection holds
+    the migration transaction. So retry for as long as ``busy_timeout`` would wait.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            )
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

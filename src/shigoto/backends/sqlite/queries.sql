@@ -103,8 +103,12 @@ WHERE seq IN (SELECT seq FROM jobs WHERE queue = :queue AND state = :state
               AND finished_ms < :before LIMIT :limit);
 
 -- retry --
+-- A job whose cancellation was requested while it ran is not retried: it is cancelled.
 UPDATE jobs
-SET state = :state, ready_ms = :run_at, token = NULL, lease_until_ms = NULL,
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE :state END,
+    reason = CASE WHEN cancel_requested THEN 'cancelled' ELSE reason END,
+    finished_ms = CASE WHEN cancel_requested THEN :now ELSE finished_ms END,
+    ready_ms = :run_at, token = NULL, lease_until_ms = NULL,
     errors = json_insert(errors, '$[#]', json(:error))
 WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 
@@ -119,7 +123,10 @@ DELETE FROM jobs WHERE queue = :queue AND id = :id AND token = :token AND state 
 
 -- release --
 UPDATE jobs
-SET state = 'waiting', attempts = max(attempts - 1, 0), token = NULL, lease_until_ms = NULL,
+SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
+    reason = CASE WHEN cancel_requested THEN 'cancelled' ELSE reason END,
+    finished_ms = CASE WHEN cancel_requested THEN :now ELSE finished_ms END,
+    attempts = max(attempts - 1, 0), token = NULL, lease_until_ms = NULL,
     errors = CASE WHEN :note IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(:note)) END
 WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 
@@ -176,7 +183,8 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused;
 
 -- redrive --
 UPDATE jobs
-SET state = 'waiting', attempts = 0, stalls = 0, reason = NULL, finished_ms = NULL,
-    started_ms = NULL, ready_ms = :now, result = NULL, progress = NULL, worker_id = NULL,
-    cancel_requested = 0
+SET state = :state, attempts = 0, stalls = 0, reason = NULL, finished_ms = NULL,
+    started_ms = NULL, ready_ms = :run_at, result = NULL, progress = NULL, worker_id = NULL,
+    cancel_requested = 0,
+    errors = CASE WHEN :note IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(:note)) END
 WHERE queue = :queue AND id = :id AND state = 'dead';

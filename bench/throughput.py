@@ -1,0 +1,161 @@
+"""Throughput of one backend: enqueue N no-op jobs with ``add_bulk``, then drain them.
+
+    python bench/throughput.py --url sqlite:////tmp/bench.db [--jobs 20000]
+                               [--concurrency 50] [--processes 1]
+
+Enqueueing is timed in this process. Draining is done by ``--processes`` fresh worker
+processes (default one), each started, imported and connected *before* the clock
+starts: they report "ready", wait for "go" on stdin, and time only the processing.
+Every run uses a fresh random queue name, so runs against a shared server never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any
+
+from shigoto import App, JobContext
+
+DEFAULT_JOBS = 20_000
+DEFAULT_CONCURRENCY = 50
+
+
+# -- the worker side (a child process) ---------------------------------------------------
+
+
+async def run_worker(args: argparse.Namespace) -> None:
+    app = App(args.url)
+
+    @app.job(queue=args.queue)
+    async def noop(ctx: JobContext, n: int) -> None:
+        return None
+
+    worker = app.worker([args.queue], args.concurrency, burst=True, handle_signals=False)
+    await app.backend()  # connect (and migrate) before the clock starts
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)  # wait for "go"
+    started = time.time()
+    await worker.run()
+    finished = time.time()
+    await app.close()
+    report = {"processed": worker.processed, "failed": worker.failed}
+    print(json.dumps({**report, "started": started, "finished": finished}), flush=True)
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+async def enqueue(args: argparse.Namespace) -> float:
+    app = App(args.url)
+    options: dict[str, Any] = {"remove_on_complete": True} if args.remove_on_complete else {}
+    jobs = ({"name": "noop", "data": {"n": n}, **options} for n in range(args.jobs))
+    await app.backend()  # connect outside the timing
+    started = time.perf_counter()
+    added = await app.queue(args.queue).add_bulk(jobs)
+    elapsed = time.perf_counter() - started
+    await app.close()
+    assert len(added) == args.jobs
+    return elapsed
+
+
+async def leftover(args: argparse.Namespace) -> dict[str, int]:
+    app = App(args.url)
+    try:
+        return await app.queue(args.queue).counts()
+    finally:
+        await app.close()
+
+
+def drain(args: argparse.Namespace) -> tuple[int, float]:
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "--url",
+        args.url,
+        "--queue",
+        args.queue,
+        "--concurrency",
+        str(args.concurrency),
+    ]
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(args.processes)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if line != "ready":
+            raise SystemExit(f"bench worker failed to start (said {line!r})")
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    reports = []
+    for child in children:
+        out, _ = child.communicate(timeout=3600)
+        if child.returncode != 0:
+            raise SystemExit(f"bench worker exited with {child.returncode}")
+        reports.append(json.loads(out.strip().splitlines()[-1]))
+    processed = sum(r["processed"] for r in reports)
+    elapsed = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
+    return processed, elapsed
+
+
+def reproduce(args: argparse.Namespace) -> str:
+    parts = ["python", "bench/throughput.py", "--url", args.url, "--jobs", str(args.jobs)]
+    parts += ["--concurrency", str(args.concurrency), "--processes", str(args.processes)]
+    if args.remove_on_complete:
+        parts.append("--remove-on-complete")
+    return shlex.join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True, help="backend URL, e.g. sqlite:////tmp/b.db")
+    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes")
+    parser.add_argument(
+        "--remove-on-complete", action="store_true", help="delete jobs as they complete"
+    )
+    parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        asyncio.run(run_worker(args))
+        return
+    if args.jobs < 1 or args.concurrency < 1 or args.processes < 1:
+        parser.error("--jobs, --concurrency and --processes must be >= 1")
+    args.queue = f"bench-{os.urandom(4).hex()}"
+
+    enqueue_s = asyncio.run(enqueue(args))
+    processed, process_s = drain(args)
+    counts = asyncio.run(leftover(args))
+
+    print(f"backend    {args.url}")
+    print(f"queue      {args.queue}")
+    print(
+        f"enqueue    {args.jobs:>8,} jobs in {enqueue_s:7.2f} s = "
+        f"{args.jobs / enqueue_s:>9,.0f} jobs/s   (add_bulk)"
+    )
+    print(
+        f"process    {processed:>8,} jobs in {process_s:7.2f} s = "
+        f"{processed / process_s:>9,.0f} jobs/s   ({args.processes} worker process(es), "
+        f"concurrency {args.concurrency})"
+    )
+    pending = counts["waiting"] + counts["delayed"] + counts["active"]
+    if processed != args.jobs or pending:
+        print(f"WARNING    processed {processed} of {args.jobs}; left: {counts}")
+    print(f"reproduce  {reproduce(args)}")
+
+
+if __name__ == "__main__":
+    main()

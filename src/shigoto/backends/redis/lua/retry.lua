@@ -1,0 +1,40 @@
+--[[ retry: record a failed attempt and schedule the next one: delayed until run_at_ms,
+or waiting when that time has already come.
+
+KEYS[1] wait      KEYS[2] delayed   KEYS[3] active    KEYS[4] jobs
+KEYS[5] errors    KEYS[6] marker
+ARGV[1] job id    ARGV[2] token     ARGV[3] run_at_ms ARGV[4] now_ms
+ARGV[5] the AttemptError as JSON
+
+Returns: 1 (now delayed) or 2 (now waiting)
+Errors:  -1  lease lost (no such job, not active, or another token holds it)
+Atomic. Wakes blocked workers either way (a delayed job tells them when to look again).
+]]
+--- @include "job"
+
+local wait, delayed, active, jobs, errors, marker =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local id, token = ARGV[1], ARGV[2]
+local run_at, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+local job = job_load(jobs, id)
+if not holds(job, token) then
+  return -1
+end
+job.r = run_at
+job.t = nil
+job.l = nil
+local outcome
+if run_at > now then
+  job.s = 'delayed'
+  redis.call('ZADD', delayed, int(run_at), seq_member(job, id))
+  outcome = 1
+else
+  job.s = 'waiting'
+  push_waiting(wait, job, id)
+  outcome = 2
+end
+job_save(jobs, id, job)
+redis.call('ZREM', active, id)
+append_error(errors, id, ARGV[5])
+wake(marker)
+return outcome

@@ -1,0 +1,115 @@
+"""``shigoto worker module:app``: run a worker process for the app's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import click
+
+from ..backends import open_backend
+from .loading import load_app
+from .session import configure_logging, given_url, log_level, url_option
+
+log = logging.getLogger("shigoto.cli")
+
+
+@click.command()
+@click.argument("app_spec", metavar="APP")
+@click.option(
+    "-q",
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="QUEUE",
+    help="Queue to consume (repeat for several, in priority order). "
+    "Default: every queue the app has a handler on.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Jobs run at the same time.",
+)
+@click.option("--burst", is_flag=True, help="Exit once the queues hold no waiting or delayed job.")
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Lease of a claimed job; renewed by heartbeats every third of it. A crashed "
+    "worker's jobs are recovered about this long after it died.",
+)
+@click.option(
+    "--grace",
+    "grace_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long running jobs may finish before they are "
+    "interrupted and released back to their queue.",
+)
+@click.option("--name", default=None, help="Worker id in logs and job records.")
+@url_option
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    app_spec: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    burst: bool,
+    lease_s: float,
+    grace_s: float,
+    name: str | None,
+) -> None:
+    """Run jobs of APP (`module:attribute`, e.g. `myproject.jobs:app`).
+
+    The current directory is importable, as with uvicorn or celery. The worker stops
+    gracefully on SIGTERM or SIGINT: it stops claiming, lets running jobs finish within
+    --grace seconds, and releases the rest to their queue without losing any; a second
+    signal stops at once. --url (or SHIGOTO_URL) overrides the URL the app was built with.
+    """
+    configure_logging(log_level(ctx, "info"))
+    app = load_app(app_spec)
+    url = given_url(ctx)
+    if url and url != app.url:
+        open_backend(url)  # validate before swapping
+        app.url = url
+    if not app.handlers:
+        log.warning("app %s has no handlers registered; jobs claimed will go dead", app_spec)
+    instance = app.worker(
+        list(queues) or None,
+        concurrency=concurrency,
+        burst=burst,
+        lease_s=lease_s,
+        shutdown_grace_s=grace_s,
+        name=name,
+    )
+    known = {handler.queue_name for handler in app.handlers.values()}
+    for queue in instance.queues:
+        if queue not in known:
+            log.warning("no handler of %s is registered on queue %r", app_spec, queue)
+    log.info(
+        "shigoto worker: app=%s url=%s handlers=%s",
+        app_spec,
+        app.url,
+        ", ".join(sorted(app.handlers)) or "none",
+    )
+
+    async def main() -> None:
+        try:
+            await instance.run()
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+    click.echo(
+        f"worker {instance.id} stopped: {instance.processed} completed, "
+        f"{instance.failed} failed attempt(s)",
+        err=True,
+    )
