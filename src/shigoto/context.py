@@ -18,6 +18,7 @@ import msgspec
 from .backends.contract import Lease
 from .clock import Seconds, to_ms
 from .errors import ConfigurationError, PayloadError
+from .idempotency import ONCE_TTL
 from .job import JobRecord
 from .scheduler import scheduled_at
 
@@ -106,10 +107,33 @@ class JobContext:
         await self._worker._extend_lock(self, lease_ms)
 
     def raise_if_cancelled(self) -> None:
-        """Stop cooperatively: raises ``JobCancelledError`` (the job goes dead, reason
-        ``cancelled``) once a cancellation has reached this worker."""
+        """Stop cooperatively: raises ``JobCancelledError`` (the job ends ``cancelled``)
+        once a cancellation has reached this worker."""
         if self.cancelled:
             raise JobCancelledError(f"job {self.job_id} was cancelled while running")
+
+    async def once(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        ttl: Seconds | None = ONCE_TTL,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the side effect ``fn(*args, **kwargs)`` at most once per ``key`` (and queue).
+
+        ``await ctx.once(f"welcome-mail:{user_id}", send_mail, user_id)`` sends, then
+        records that it did (with the JSON-encodable result); a retry or a re-delivered
+        job skips the call and gets the recorded result. If ``fn`` raises, nothing is
+        recorded and the retry calls it again. Another job holding the same key makes
+        this one wait for its outcome. The record is kept ``ttl`` (default 7 days;
+        None: kept). ``fn`` may be async or return an awaitable. See
+        ``docs/idempotency.md`` for the crash window that remains and how to close it.
+        """
+        from .idempotency import run_once
+
+        return await run_once(self, key, fn, args, kwargs, ttl)
 
 
 class SyncJobContext:
@@ -139,3 +163,17 @@ class SyncJobContext:
 
     def raise_if_cancelled(self) -> None:
         self._ctx.raise_if_cancelled()
+
+    def once(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        ttl: Seconds | None = ONCE_TTL,
+        **kwargs: Any,
+    ) -> Any:
+        """Blocking twin of :meth:`JobContext.once`; ``fn`` runs in this thread."""
+        from .idempotency import run_once_sync
+
+        return run_once_sync(self._call, self._ctx, key, fn, args, kwargs, ttl)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-ENQUEUE_PARAMS = frozenset({"job_id", "delay"}) | OPTION_NAMES
+ENQUEUE_PARAMS = frozenset({"job_id", "delay", "dedup_key", "dedup_ttl"}) | OPTION_NAMES
 """Keyword arguments of ``enqueue`` that are options, not job data."""
 
 
@@ -62,8 +62,8 @@ class JobHandler(Generic[R]):
 
     async def enqueue(self, **kwargs: Any) -> Job:
         """Enqueue with job data as keyword arguments; ``job_id``, ``delay``,
-        ``priority``, ``attempts``, ``backoff``, ``timeout``, ``remove_on_*`` and
-        ``max_stalls`` are options."""
+        ``dedup_key``, ``dedup_ttl``, ``priority``, ``attempts``, ``backoff``, ``timeout``,
+        ``remove_on_*`` and ``max_stalls`` are options."""
         data = {k: v for k, v in kwargs.items() if k not in ENQUEUE_PARAMS}
         options = {k: v for k, v in kwargs.items() if k in ENQUEUE_PARAMS}
         self.check_data(data)

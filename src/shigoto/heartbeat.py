@@ -37,7 +37,7 @@ class Heartbeat:
         *,
         lease_ms: int,
         interval_s: float,
-        on_status: Callable[[list[LeaseStatus]], None],
+        on_status: Callable[[list[tuple[Lease, LeaseStatus]]], None],
     ) -> None:
         self._open_backend = open_backend
         self._clock = clock
@@ -55,9 +55,12 @@ class Heartbeat:
         with self._lock:
             self._tracked[lease.job_id] = _Tracked(lease, give_up)
 
-    def untrack(self, job_id: str) -> None:
+    def untrack(self, lease: Lease) -> None:
+        """Stop renewing ``lease`` (not a newer claim of the same job, if one is tracked)."""
         with self._lock:
-            self._tracked.pop(job_id, None)
+            tracked = self._tracked.get(lease.job_id)
+            if tracked is not None and tracked.lease == lease:
+                del self._tracked[lease.job_id]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="shigoto-heartbeat", daemon=True)
@@ -102,6 +105,12 @@ class Heartbeat:
             log.warning("heartbeat failed (%s: %s); retrying", type(exc).__name__, exc)
             return
         self.last_beat = now
-        notable = [s for s in statuses if not s.held or s.cancel_requested]
+        # paired with the lease asked about, so an answer about an older claim of a job
+        # is never applied to a newer claim of it
+        notable = [
+            (lease, s)
+            for lease, s in zip(leases, statuses, strict=True)
+            if not s.held or s.cancel_requested
+        ]
         if notable:
             self._on_status(notable)

@@ -15,7 +15,9 @@ import msgspec
 
 from .backends.contract import NewJob
 from .clock import Seconds, to_ms
+from .dead_letters import DeadLetterOps
 from .errors import ConfigurationError
+from .idempotency import dedup_fields, require_idempotency
 from .job import (
     Job,
     JobRecord,
@@ -37,7 +39,7 @@ def new_job_id() -> str:
     return os.urandom(12).hex()
 
 
-class Queue:
+class Queue(DeadLetterOps):
     """A named queue. Get one with ``app.queue(name)``; defaults apply to every job
     added through it (handler defaults and per-call options override them)."""
 
@@ -62,16 +64,26 @@ class Queue:
         *,
         job_id: str | None = None,
         delay: Seconds | None = None,
+        dedup_key: str | None = None,
+        dedup_ttl: Seconds | None = None,
         **options: Any,
     ) -> Job:
         """Add one job. Adding an existing ``job_id`` returns that job (``created=False``).
 
         Options: ``priority`` (higher first), ``attempts``, ``backoff``, ``timeout``,
         ``remove_on_complete``, ``remove_on_fail``, ``max_stalls``.
+
+        ``dedup_key``: while a job added with this key is waiting, delayed or active
+        (or for ``dedup_ttl`` seconds after it was added), adding another returns that
+        job (``created=False``) instead; see :mod:`shigoto.idempotency`.
         """
         now = self.app.clock.now_ms()
-        new = self._new_job(name, data, job_id, delay, options, now)
+        new = self._new_job(
+            name, data, job_id, delay, options, now, dedup_key=dedup_key, dedup_ttl=dedup_ttl
+        )
         backend = await self.app.backend()
+        if new.dedup_key is not None:
+            require_idempotency(backend)
         [done] = await backend.enqueue([new], now)
         return Job(self, done.id, created=done.created)
 
@@ -107,8 +119,12 @@ class Queue:
                             spec.pop("delay", None),
                             spec,
                             now,
+                            dedup_key=spec.pop("dedup_key", None),
+                            dedup_ttl=spec.pop("dedup_ttl", None),
                         )
                     )
+                    if batch[-1].dedup_key is not None:
+                        require_idempotency(backend)
                 except ConfigurationError as exc:
                     raise type(exc)(f"add_bulk item {chunk_start + offset}: {exc}") from None
             for done in await backend.enqueue(batch, now):
@@ -123,6 +139,9 @@ class Queue:
         delay: Seconds | None,
         options: dict[str, Any],
         now_ms: int,
+        *,
+        dedup_key: str | None = None,
+        dedup_ttl: Seconds | None = None,
     ) -> NewJob:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
@@ -132,6 +151,7 @@ class Queue:
         merged = msgspec.structs.replace(self.app.default_options, **layered)
         payload = self.app.encode_payload(name, data)
         delay_ms = to_ms(validate_delay(delay))
+        key, ttl_ms = dedup_fields(dedup_key, dedup_ttl)
         return NewJob(
             id=validate_job_id(job_id) or new_job_id(),
             queue=self.name,
@@ -140,6 +160,8 @@ class Queue:
             options=merged,
             created_ms=now_ms,
             ready_ms=now_ms + delay_ms,
+            dedup_key=key,
+            dedup_ttl_ms=ttl_ms,
         )
 
     # -- inspecting --------------------------------------------------------------------
@@ -189,11 +211,6 @@ class Queue:
 
     async def is_paused(self) -> bool:
         return await (await self.app.backend()).is_paused(self.name)
-
-    async def redrive(self, job_ids: Iterable[str]) -> list[str]:
-        """Move dead jobs back to waiting with attempts reset; returns the moved ids."""
-        backend = await self.app.backend()
-        return await backend.redrive(self.name, list(job_ids), now_ms=self.app.clock.now_ms())
 
     # -- blocking twins (one portal; see shigoto.portal) -------------------------------
 

@@ -116,7 +116,7 @@ _schedule_decoder = msgspec.json.Decoder(Schedule)
 
 def define_schedule(
     *,
-    name: str,
+    name: str | None,
     job: str,
     queue: str,
     cron: str | None = None,
@@ -127,12 +127,15 @@ def define_schedule(
     misfire_limit: int = DEFAULT_MISFIRE_LIMIT,
     misfire_grace: Seconds = DEFAULT_GRACE_S,
 ) -> Schedule:
-    """Validate everything now and build a :class:`Schedule`; errors name the input."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+    """Validate everything now and build a :class:`Schedule`; errors name the schedule
+    and its expression. ``name=None`` validates a decorator's settings before the
+    function (and so the default name) is known."""
+    if name is not None and (not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH):
         raise ConfigurationError(
             f"schedule name must be 1-{MAX_NAME_LENGTH} characters, got {name!r}"
         )
-    what = f"schedule {name!r}"
+    when = f"cron {cron!r}" if cron is not None else f"every {every!r}"
+    what = f"schedule {name!r} ({when})" if name else when
     if (cron is None) == (every is None):
         raise ConfigurationError(f"{what}: give exactly one of cron= or every=")
     try:
@@ -155,11 +158,16 @@ def define_schedule(
         msgspec.json.encode(payload)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"{what}: data is not JSON-encodable: {exc}") from None
-    tz_name = zone(tz).key
+    try:
+        tz_name = zone(tz).key
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
     every_ms = None
     if cron is not None:
-        trigger = cron_trigger(cron, tz_name)  # raises, naming the expression
-        cron = trigger.expr
+        try:
+            cron = cron_trigger(cron, tz_name).expr
+        except ConfigurationError as exc:  # its message names the expression
+            raise ConfigurationError(f"schedule {name!r}: {exc}" if name else str(exc)) from None
     else:
         assert every is not None
         if tz is not None and tz_name != "UTC":
@@ -170,7 +178,7 @@ def define_schedule(
         every_ms = _duration_ms(every, f"{what}: every")
         IntervalTrigger(every_ms)  # raises when too short
     return Schedule(
-        name=name,
+        name=name or "",
         job=job,
         queue=queue,
         cron=cron,
@@ -260,12 +268,6 @@ class Schedules:
         self.app = app
         self.declared: dict[str, Schedule] = {}
 
-    def __iter__(self) -> Any:
-        return iter(self.declared.values())
-
-    def __len__(self) -> int:
-        return len(self.declared)
-
     def decorator(
         self,
         *,
@@ -284,7 +286,7 @@ class Schedules:
         are validated here, at decoration time, so a typo fails on import."""
         label = f"cron {cron!r}" if cron is not None else f"every {every!r}"
         probe = define_schedule(
-            name=name or "schedule",
+            name=name,
             job="-",
             queue=queue or "default",
             cron=cron,
@@ -297,6 +299,9 @@ class Schedules:
         )
 
         def register(fn: F) -> JobHandler[Any]:
+            default = fn.name if isinstance(fn, JobHandler) else getattr(fn, "__name__", "")
+            schedule_name = name or str(default)
+            self._check_free(schedule_name)  # before registering the job, not after
             handler: JobHandler[Any]
             if isinstance(fn, JobHandler):
                 if job_options:
@@ -320,13 +325,16 @@ class Schedules:
 
         return register
 
-    def add(self, schedule: Schedule) -> Schedule:
-        """Declare a schedule in code (what the decorators do)."""
-        if schedule.name in self.declared:
+    def _check_free(self, name: str) -> None:
+        if name in self.declared:
             raise ConfigurationError(
-                f"a schedule named {schedule.name!r} is already declared; pass name= to tell "
+                f"a schedule named {name!r} is already declared; pass name= to tell "
                 "two schedules of one job apart"
             )
+
+    def add(self, schedule: Schedule) -> Schedule:
+        """Declare a schedule in code (what the decorators do)."""
+        self._check_free(schedule.name)
         self.app.queue(schedule.queue)  # validates the queue name
         self.declared[schedule.name] = schedule
         return schedule
@@ -599,6 +607,7 @@ class _Running:
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Scheduler:
+        require_schedules(await self.scheduler.app.backend())  # fail now, not in the task
         self.task = asyncio.create_task(self.scheduler.run(), name="shigoto-scheduler")
         return self.scheduler
 

@@ -123,7 +123,7 @@ async def wait_for(
     deadline = loop.time() + timeout
     while True:
         outcome = predicate()
-        value: T = await outcome if inspect.isawaitable(outcome) else outcome  # type: ignore[assignment]
+        value: T = await outcome if inspect.isawaitable(outcome) else outcome
         if value:
             return value
         if loop.time() >= deadline:

@@ -120,7 +120,7 @@ class Worker:
         self._held: dict[str, Lease] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._contexts: dict[str, JobContext] = {}
-        self._lost: set[str] = set()
+        self._lost: set[Lease] = set()
         self._acks: list[tuple[Completion, JobRecord, Any]] = []
         self._acks_closed = False
         self._stopping = asyncio.Event()
@@ -337,13 +337,13 @@ class Worker:
                 result = await self._call(record, lease, handler)
                 encoded = None if result is None else _encode_result(result)
             except asyncio.CancelledError:
-                if record.id in self._lost:
+                if lease in self._lost:
                     log.warning(
                         "job %s cancelled: its lease was lost",
                         record.id,
                         extra={"job_id": record.id, "queue": record.queue},
                     )
-                    self._forget(record.id)
+                    self._forget(lease)
                     return
                 raise  # shutdown: the lease stays in _held and is released in bulk
             except Exception as exc:
@@ -352,8 +352,13 @@ class Worker:
                 self._acks.append((Completion(lease, encoded, started_ms), record, result))
                 self._ack_event.set()
         finally:
-            self._contexts.pop(record.id, None)
-            self._running.pop(record.id, None)
+            # The same job may already run again here (retried with no backoff and
+            # claimed anew): leave the newer attempt's entries alone.
+            ctx = self._contexts.get(record.id)
+            if ctx is not None and ctx.lease == lease:
+                del self._contexts[record.id]
+            if self._running.get(record.id) is asyncio.current_task():
+                del self._running[record.id]
             self._slot.set()
 
     async def _call(self, record: JobRecord, lease: Lease, handler: JobHandler[Any] | None) -> Any:
@@ -407,8 +412,17 @@ class Worker:
             started_ms=started_ms,
             ended_ms=now,
         )
-        decision = self._decide(record, exc, handler)
         extra = {"job_id": record.id, "queue": record.queue}
+        if isinstance(exc, JobCancelledError):
+            # The backend turns a give-back of a cancel-flagged job into `cancelled`.
+            log.info("job %s (%s) stopped after cancellation", record.id, record.name, extra=extra)
+            try:
+                await self._require_backend().release([lease], now_ms=now, note=error)
+            except Exception:
+                log.exception("job %s: could not record its cancellation", record.id, extra=extra)
+            self._forget(lease)
+            return
+        decision = self._decide(record, exc, handler)
         if self._wants(EventType.FAILED):
             await self._emit(EventType.FAILED, record, error=error)
         backend = self._require_backend()
@@ -458,7 +472,7 @@ class Worker:
                 record.id,
                 extra=extra,
             )
-        self._forget(record.id)
+        self._forget(lease)
 
     def _decide(
         self, record: JobRecord, exc: BaseException, handler: JobHandler[Any] | None
@@ -467,8 +481,6 @@ class Worker:
             return GiveUp(DeadReason.NO_HANDLER)
         if isinstance(exc, BadPayload):
             return GiveUp(DeadReason.BAD_PAYLOAD)
-        if isinstance(exc, JobCancelledError):
-            return GiveUp("cancelled")
         should_retry = handler.should_retry if handler else None
         options = record.options
         try:
@@ -484,10 +496,12 @@ class Worker:
             return GiveUp(DeadReason.TIMEOUT)
         return decision
 
-    def _forget(self, job_id: str) -> None:
-        self._held.pop(job_id, None)
-        self._lost.discard(job_id)
-        self._heartbeat.untrack(job_id)
+    def _forget(self, lease: Lease) -> None:
+        """Drop a finished attempt's lease; a newer claim of the same job stays held."""
+        if self._held.get(lease.job_id) == lease:
+            del self._held[lease.job_id]
+        self._lost.discard(lease)
+        self._heartbeat.untrack(lease)
 
     # -- acknowledgements --------------------------------------------------------------
 
@@ -521,7 +535,7 @@ class Worker:
             failures = 0
             del self._acks[: len(batch)]
             for (completion, record, result), ok in zip(batch, oks, strict=True):
-                self._forget(record.id)
+                self._forget(completion.lease)
                 if ok:
                     self.processed += 1
                     if self._wants(EventType.COMPLETED):
@@ -570,25 +584,27 @@ class Worker:
                         )
             await asyncio.sleep(self.settings.stall_check_s * random.uniform(0.8, 1.2))
 
-    def _statuses_from_thread(self, statuses: list[LeaseStatus]) -> None:
+    def _statuses_from_thread(self, statuses: list[tuple[Lease, LeaseStatus]]) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._apply_statuses, statuses)
 
-    def _apply_statuses(self, statuses: list[LeaseStatus]) -> None:
-        for status in statuses:
+    def _apply_statuses(self, statuses: list[tuple[Lease, LeaseStatus]]) -> None:
+        for lease, status in statuses:
+            if self._held.get(status.job_id) != lease:
+                continue  # that attempt is over (or the job was claimed again since)
             ctx = self._contexts.get(status.job_id)
             if status.cancel_requested and ctx is not None and not ctx.cancelled:
                 ctx.cancelled = True
                 log.info("job %s: cancellation requested", status.job_id)
-            if not status.held and status.job_id in self._held:
+            if not status.held:
                 log.error(
                     "job %s: lease lost while running (blocked too long, or recovered "
                     "by another worker); abandoning it",
                     status.job_id,
                 )
-                self._lost.add(status.job_id)
-                self._held.pop(status.job_id, None)
+                self._lost.add(lease)
+                del self._held[status.job_id]
                 task = self._running.get(status.job_id)
                 if task is not None:
                     task.cancel()

@@ -158,7 +158,9 @@ async def wait_until_settled(app: App, total: int, timeout: float) -> dict[str, 
         await asyncio.sleep(0.1)
 
 
-async def wait_for_rows(effects: Path, n: int, timeout: float = 15) -> list[tuple[str, int, int, str]]:
+async def wait_for_rows(
+    effects: Path, n: int, timeout: float = 15
+) -> list[tuple[str, int, int, str]]:
     deadline = time.monotonic() + timeout
     while True:
         rows = await asyncio.to_thread(executions, effects)

@@ -43,7 +43,8 @@ def build_app(url: str, effects_path: str) -> App:
     async def effect(ctx: JobContext, n: int, sleep: float = 0.0, slow_once: bool = False) -> int:
         # the side effect, committed before the handler does anything else
         effects.execute(
-            "INSERT INTO executions (job_id, attempt, pid, worker_id, at_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO executions (job_id, attempt, pid, worker_id, at_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
             (ctx.job_id, ctx.attempt, pid, ctx.worker_id, int(time.time() * 1000)),
         )
         if sleep:

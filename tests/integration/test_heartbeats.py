@@ -11,7 +11,7 @@ import pytest
 
 from shigoto import App, Job, JobContext, JobState, LeaseLost, SyncJobContext
 from shigoto.backends.contract import Recovered
-from shigoto.testing import running_worker, wait_for
+from shigoto.testing import run_until_empty, running_worker, wait_for
 
 from ._support import FAST
 
@@ -142,7 +142,7 @@ async def test_extend_lock_raises_lease_lost_once_the_job_was_taken_back(app: Ap
 
 
 @pytest.mark.parametrize("kind", ["async", "def"])
-async def test_a_cancelled_active_job_sees_the_flag_and_ends_dead_cancelled(
+async def test_a_cancelled_active_job_sees_the_flag_and_ends_cancelled(
     app: App, kind: str
 ) -> None:
     saw_flag = threading.Event()
@@ -176,7 +176,37 @@ async def test_a_cancelled_active_job_sees_the_flag_and_ends_dead_cancelled(
 
     assert saw_flag.is_set()
     record = await job.refresh()
-    assert record.state is JobState.DEAD
+    assert record.state is JobState.CANCELLED
     assert record.reason == "cancelled"
     assert record.attempts == 1  # a cancellation is never retried
     assert record.errors[-1].error_type == "shigoto.context.JobCancelledError"
+
+
+async def test_a_job_retried_at_once_by_the_same_worker_keeps_its_new_lease(app: App) -> None:
+    """Bookkeeping of the failed attempt must not clobber the next attempt's lease.
+
+    With no backoff, the same worker may claim the job again before the failed
+    attempt's cleanup ran (here: a slow ``retrying`` listener in between; on Redis the
+    claim and the retry simply race). The new attempt must still be heartbeated and
+    counted as running, so it is neither recovered as stalled nor released early.
+    """
+
+    @app.job(attempts=2, backoff=0)
+    async def second_time_slow(ctx: JobContext) -> int:
+        if ctx.attempt == 1:
+            raise ConnectionError("refused")
+        await asyncio.sleep(2)  # twice the lease: only heartbeats keep it
+        return ctx.attempt
+
+    async def slow_listener(event: object) -> None:
+        await asyncio.sleep(0.2)
+
+    app.on("retrying", slow_listener)
+    job = await second_time_slow.enqueue()
+    await run_until_empty(app, concurrency=2, **FAST)
+
+    record = await job.refresh()
+    assert record.state is JobState.COMPLETED, record
+    assert record.result_value == 2
+    assert record.stalls == 0
+    assert [e.error_type for e in record.errors] == ["ConnectionError"]

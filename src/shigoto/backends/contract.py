@@ -235,8 +235,8 @@ class Backend(Protocol):
         self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None
     ) -> list[bool]:
         """Give jobs back unfinished (shutdown): ``waiting`` again at the front of their
-        priority, the attempt not counted (``cancelled`` if cancellation was requested
-        while it ran). ``note`` records why in the job's history.
+        priority, the attempt not counted (``cancelled``, attempt kept, if cancellation
+        was requested while it ran). ``note`` records why in the job's history.
         ``False`` where the lease was lost. Atomic per job."""
         ...
 

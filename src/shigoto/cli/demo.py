@@ -367,7 +367,7 @@ class Demo:
                 state_text(record.state),
                 attempts_text(record),
                 fmt_duration(record.duration_ms),
-                short_error(record),
+                short_error(record, width=100),
             )
         self.console.print(table)
         counts, paused = await queue_counts(self.app, QUEUES)
@@ -375,7 +375,7 @@ class Demo:
         await self.app.close()
 
 
-@click.command()
+@click.command(short_help="Play the brief's scenarios on a throwaway database.")
 @click.option(
     "--dir",
     "directory",
@@ -386,7 +386,7 @@ class Demo:
 )
 @click.pass_context
 def demo(ctx: click.Context, directory: Path | None) -> None:
-    """Play the brief's scenarios on a throwaway SQLite file with an in-process worker.
+    """Play the brief's scenarios on a throwaway SQLite file, with a worker in-process.
 
     Immediate, delayed and prioritised jobs; a long import with progress and lease
     heartbeats; retries with exponential backoff; a business error that goes straight

@@ -17,6 +17,7 @@ from .render import (
     attempts_text,
     fmt_duration,
     fmt_json,
+    fmt_retention,
     fmt_time,
     jobs_table,
     make_console,
@@ -50,7 +51,7 @@ def jobs() -> None:
 def list_jobs(
     ctx: click.Context, queue: str | None, state: str | None, limit: int, as_json: bool
 ) -> None:
-    """List jobs, newest first: e.g. `shigoto jobs list --state dead` for the DLQ."""
+    """List jobs, newest first; `--state dead` lists the dead-letter queue."""
     app = open_app(ctx)
     states = [JobState(state)] if state else list(JobState)
 
@@ -78,15 +79,16 @@ def list_jobs(
     console.print(jobs_table(records, title=f"{what} in {where} ({len(records)} shown)"))
 
 
-@jobs.command("show")
+@jobs.command("show", short_help="One job with its data, result and errors.")
 @click.argument("job_id")
 @click.option("-q", "--queue", default=None, help="The job's queue (default: search all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
 @url_option
 @click.pass_context
 def show_job(ctx: click.Context, job_id: str, queue: str | None, as_json: bool) -> None:
-    """Show one job: data, options, state, progress, result, and every error with its
-    traceback."""
+    """Show one job: state, data, options, progress, result, errors with tracebacks.
+
+    Searches every queue unless --queue is given."""
     app = open_app(ctx)
     record = run(app, lambda: find_job(app, job_id, queue))
     if as_json:
@@ -146,8 +148,8 @@ def job_detail(record: JobRecord) -> Group:
             + ")"
             + (f" timeout={options.timeout_s:g} s" if options.timeout_s is not None else "")
             + f" max_stalls={options.max_stalls}"
-            + f" remove_on_complete={fmt_json(msgspec.to_builtins(options.remove_on_complete))}"
-            + f" remove_on_fail={fmt_json(msgspec.to_builtins(options.remove_on_fail))}",
+            + f" remove_on_complete: {fmt_retention(options.remove_on_complete)}"
+            + f", remove_on_fail: {fmt_retention(options.remove_on_fail)}",
         ),
     ]
     for label, value in rows:

@@ -51,8 +51,9 @@ def load_object(spec: str) -> Any:
             "not installed?)"
         ) from None
     except Exception as exc:
+        where = "" if isinstance(exc, SyntaxError) else _where(exc)  # it names its line
         raise AppLoadError(
-            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}{_where(exc)}"
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}{where}"
         ) from None
     target: Any = module
     for part in attribute.split("."):
@@ -81,7 +82,8 @@ def _where(exc: BaseException) -> str:
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith("<frozen") and frame.filename != __file__
+        if not frame.filename.startswith("<frozen")
+        and frame.filename not in (__file__, importlib.__file__)
     ]
     if not frames:
         return ""

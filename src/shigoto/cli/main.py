@@ -68,11 +68,13 @@ def cli(ctx: click.Context, url: str | None, log_level: str | None) -> None:
 
 def _register() -> None:
     from .demo import demo
+    from .dlq import dlq
     from .jobs import jobs
+    from .scheduler import scheduler, schedules
     from .stats import stats
     from .worker import worker
 
-    for command in (demo, worker, jobs, stats):
+    for command in (demo, worker, jobs, stats, scheduler, schedules, dlq):
         cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ colours by itself there, and the console is widened so tables are not squeezed i
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -16,10 +17,11 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from ..job import JobRecord, JobState
+from ..job import JobRecord, JobState, Retention
 
 PIPE_WIDTH = 120
-"""Console width when stdout is not a terminal (rich would otherwise assume 80)."""
+"""Console width when stdout is not a terminal and ``COLUMNS`` is unset (rich would
+otherwise assume 80)."""
 
 STATE_STYLES = {
     JobState.WAITING: "cyan",
@@ -35,7 +37,7 @@ def make_console(*, stderr: bool = False) -> Console:
     """A console for stdout (or stderr) that stays wide enough when piped."""
     stream = sys.stderr if stderr else sys.stdout
     console = Console(file=stream, highlight=False)
-    if not console.is_terminal:
+    if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(file=stream, highlight=False, width=PIPE_WIDTH)
     return console
 
@@ -52,6 +54,30 @@ def fmt_time(ms: int | None) -> str:
         return "-"
     stamp = datetime.fromtimestamp(ms / 1000).astimezone()
     return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{ms % 1000:03d}"
+
+
+def fmt_short_time(ms: int | None) -> str:
+    """``14:03:07`` for today, ``2024-05-01 14:03`` otherwise: for table cells."""
+    if ms is None:
+        return "-"
+    stamp = datetime.fromtimestamp(ms / 1000).astimezone()
+    if stamp.date() == datetime.now().astimezone().date():
+        return stamp.strftime("%H:%M:%S")
+    return stamp.strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_retention(retention: Retention) -> str:
+    """``keep all``, ``remove``, ``keep newest 100``, ``keep 3600 s``..."""
+    if retention.keeps_all:
+        return "keep all"
+    if retention.removes_immediately:
+        return "remove"
+    parts = []
+    if retention.count is not None:
+        parts.append(f"newest {retention.count}")
+    if retention.age_s is not None:
+        parts.append(f"{retention.age_s:g} s")
+    return "keep " + " / ".join(parts)
 
 
 def fmt_duration(ms: int | float | None) -> str:
@@ -95,24 +121,33 @@ def attempts_text(record: JobRecord) -> str:
 
 
 def jobs_table(records: Iterable[JobRecord], *, title: str | None = None) -> Table:
-    """One row per job: what ``shigoto jobs list`` prints."""
+    """One row per job: what ``shigoto jobs list`` prints (priority only when used)."""
+    rows = list(records)
+    with_priority = any(record.priority for record in rows)
     table = Table(title=title, title_justify="left")
-    for column in ("queue", "id", "name", "state", "attempts", "priority", "created"):
-        table.add_column(column, no_wrap=column in {"id", "created"})
-    table.add_column("duration", justify="right")
-    table.add_column("error / reason", overflow="fold")
-    for record in records:
-        table.add_row(
+    for column in ("queue", "id", "name", "state", "attempts"):
+        table.add_column(column, no_wrap=column != "name")
+    if with_priority:
+        table.add_column("priority", justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    table.add_column("error / reason", overflow="fold", ratio=1, min_width=24)
+    for record in rows:
+        cells = [
             record.queue,
             record.id,
             record.name,
             state_text(record.state),
             attempts_text(record),
-            str(record.priority),
-            fmt_time(record.created_ms),
+        ]
+        if with_priority:
+            cells.append(str(record.priority))
+        cells += [
+            fmt_short_time(record.created_ms),
             fmt_duration(record.duration_ms),
             short_error(record),
-        )
+        ]
+        table.add_row(*cells)
     return table
 
 

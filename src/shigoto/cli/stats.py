@@ -21,14 +21,13 @@ async def queue_counts(
     return counts, paused
 
 
-@click.command()
+@click.command(short_help="Jobs per state for every queue.")
 @click.option("-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @url_option
 @click.pass_context
 def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
-    """Jobs per state for every queue (waiting, delayed, active, completed, dead,
-    cancelled) and whether the queue is paused."""
+    """Count jobs per state for every queue, and show which queues are paused."""
     app = open_app(ctx)
     counts, paused = run(app, lambda: queue_counts(app, list(queues) or None))
     if as_json:

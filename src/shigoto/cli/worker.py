@@ -14,7 +14,7 @@ from .session import configure_logging, given_url, log_level, url_option
 log = logging.getLogger("shigoto.cli")
 
 
-@click.command()
+@click.command(short_help="Run a worker for APP (module:attribute).")
 @click.argument("app_spec", metavar="APP")
 @click.option(
     "-q",
@@ -55,6 +55,12 @@ log = logging.getLogger("shigoto.cli")
     "interrupted and released back to their queue.",
 )
 @click.option("--name", default=None, help="Worker id in logs and job records.")
+@click.option(
+    "--with-scheduler",
+    is_flag=True,
+    help="Also fire the app's schedules in this process (safe on every worker: each tick "
+    "is claimed once across all schedulers).",
+)
 @url_option
 @click.pass_context
 def worker(
@@ -66,8 +72,9 @@ def worker(
     lease_s: float,
     grace_s: float,
     name: str | None,
+    with_scheduler: bool,
 ) -> None:
-    """Run jobs of APP (`module:attribute`, e.g. `myproject.jobs:app`).
+    """Run a worker for APP, given as module:attribute (like myproject.jobs:app).
 
     The current directory is importable, as with uvicorn or celery. The worker stops
     gracefully on SIGTERM or SIGINT: it stops claiming, lets running jobs finish within
@@ -103,7 +110,11 @@ def worker(
 
     async def main() -> None:
         try:
-            await instance.run()
+            if with_scheduler:
+                async with app.scheduler(handle_signals=False).running():
+                    await instance.run()
+            else:
+                await instance.run()
         finally:
             await app.close()
 

@@ -37,6 +37,17 @@ SCRIPT_NAMES: Final = (
     "cancel",
     "set_paused",
     "redrive",
+    "list_dead",
+    "purge_dead",
+    "once_claim",
+    "once_mark",
+    "once_release",
+    "register_schedules",
+    "claim_tick",
+    "claim_tick_record",
+    "schedule_states",
+    "save_schedule",
+    "delete_schedule",
 )
 
 LEASE_LOST: Final = -1

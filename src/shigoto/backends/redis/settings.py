@@ -101,10 +101,14 @@ class RedisSettings:
         if "cluster" in query:
             cluster = query["cluster"].lower()
             if cluster not in ("auto", "yes", "no"):
-                raise ConfigurationError(f"Redis URL option cluster must be auto|yes|no, got {cluster!r}")
+                raise ConfigurationError(
+                    f"Redis URL option cluster must be auto|yes|no, got {cluster!r}"
+                )
             options["cluster"] = cluster
         if "max_connections" in query:
-            options["max_connections"] = _int(query["max_connections"], "max_connections", minimum=2)
+            options["max_connections"] = _int(
+                query["max_connections"], "max_connections", minimum=2
+            )
         for name in ("socket_timeout", "socket_connect_timeout"):
             if name in query:
                 options[f"{name}_s"] = _positive(query[name], name)
@@ -160,7 +164,9 @@ def _int(value: str, name: str, *, minimum: int) -> int:
     except ValueError:
         number = minimum - 1
     if number < minimum:
-        raise ConfigurationError(f"Redis URL option {name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigurationError(
+            f"Redis URL option {name} must be an integer >= {minimum}, got {value!r}"
+        )
     return number
 
 

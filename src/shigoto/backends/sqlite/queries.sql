@@ -126,7 +126,8 @@ UPDATE jobs
 SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'waiting' END,
     reason = CASE WHEN cancel_requested THEN 'cancelled' ELSE reason END,
     finished_ms = CASE WHEN cancel_requested THEN :now ELSE finished_ms END,
-    attempts = max(attempts - 1, 0), token = NULL, lease_until_ms = NULL,
+    attempts = CASE WHEN cancel_requested THEN attempts ELSE max(attempts - 1, 0) END,
+    token = NULL, lease_until_ms = NULL,
     errors = CASE WHEN :note IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(:note)) END
 WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 

@@ -27,7 +27,7 @@ if job.s == 'waiting' or job.s == 'delayed' then
   job.fm = now
   job.rs = 'cancelled'
   job_save(jobs, id, job)
-  redis.call('ZADD', cancelled, int(now), seq_member(job, id))
+  push_final(cancelled, job, id)
 elseif job.s == 'active' and not job.c then
   job.c = true
   job_save(jobs, id, job)

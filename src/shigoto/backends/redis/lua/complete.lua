@@ -47,7 +47,7 @@ for i = 2, #ARGV, 3 do
       if value ~= '' then
         redis.call('HSET', result, id, value)
       end
-      redis.call('ZADD', completed, int(now), seq_member(job, id))
+      push_final(completed, job, id)
       if job.rc >= 0 or job.ra >= 0 then
         policies[job.rc .. ':' .. job.ra] = {job.rc, job.ra}
       end

@@ -33,6 +33,6 @@ job_save(jobs, id, job)
 if err ~= '' then
   append_error(errors, id, err)
 end
-redis.call('ZADD', dead, int(now), seq_member(job, id))
+push_final(dead, job, id)
 trim(dead, hashes, job.fc, job.fa, now)
 return 1

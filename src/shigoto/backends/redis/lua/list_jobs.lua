@@ -38,7 +38,7 @@ elseif state == 'delayed' then
   end
 elseif state == 'completed' or state == 'dead' or state == 'cancelled' then
   for _, member in ipairs(redis.call('ZREVRANGE', index, offset, last)) do
-    ids[#ids + 1] = id_of_seq(member)
+    ids[#ids + 1] = id_of_fin(member)
   end
 elseif state == 'active' then
   local rows = {}

@@ -43,7 +43,7 @@ for _, id in ipairs(expired) do
     job.s = 'dead'
     job.rs = 'stalled_too_often'
     job.fm = now
-    redis.call('ZADD', dead, int(now), seq_member(job, id))
+    push_final(dead, job, id)
   else
     job.s = 'waiting'
     job.a = math.max(job.a - 1, 0)

@@ -4,8 +4,9 @@ where a script says `--- @include "job"`, so each script stays one self-containe
 Layout of one queue (every key under the queue's hash tag `{prefix:queue}`, passed in
 KEYS; no key name is ever built inside a script):
   meta      hash   seq (enqueue counter), paused ("1" when paused)
-  jobs      hash   id -> mutable state, a MessagePack map (records.py: JobState fields)
-  data      hash   id -> immutable part, MessagePack written by Python (never decoded here)
+  jobs      hash   id -> mutable state, a MessagePack map (records.py: StoredState)
+  data      hash   id -> payload and options, MessagePack written by Python (never
+                   decoded here)
   errors    hash   id -> JSON array of AttemptError objects, appended as text
   progress  hash   id -> JSON bytes
   result    hash   id -> JSON bytes
@@ -13,8 +14,16 @@ KEYS; no key name is ever built inside a script):
   delayed   zset   score = ready_ms,  member = seq (15 digits) .. id
   active    zset   score = lease_until_ms, member = id
   completed, dead, cancelled
-            zset   score = finished_ms, member = seq (15 digits) .. id
+            zset   score = 0, member = finished_ms (15 digits) .. seq (15 digits) .. id:
+                   ordered by bytes, so ranges by finished_ms and keyset cursors are
+                   exact (BYLEX) and the newest come last
   marker    zset   wake-up marker for blocked workers (member "w")
+  dedup     hash   dedup key -> MessagePack {j = holder job id, h = held until ms}
+  dedup_check zset score = when to look at the key again, member = dedup key
+  once      hash   once-key -> MessagePack {o owner, u claimed until, d done ms,
+                   r result, e expires}
+  once_exp  zset   score = expires_ms, member = once-key
+  ticks     hash   schedule name -> MessagePack {f last fire, j job id, c claimed ms}
 
 Why `wait` is exact: the score is -priority, an integer of at most 32 bits, which a
 double holds exactly. Jobs of equal priority have equal scores, and Redis orders equal
@@ -22,7 +31,8 @@ scores by the member's bytes; the member starts with two fixed-width decimal num
 ready_ms then seq, so byte order is (ready_ms, seq) order. No number is ever packed
 into the 53-bit mantissa, so precision cannot be lost (see backend.py for the proof).
 
-State fields (short keys): s state, p priority, r ready_ms, q seq, a attempts,
+State fields (short keys): s state, n name, cm created_ms, p priority, r ready_ms,
+q seq, a attempts,
 st stalls, ms max_stalls, sm started_ms, fm finished_ms, w worker_id, t token,
 l lease_until_ms, rs reason, c cancel requested, rc/ra keep-completed count/age_ms,
 fc/fa keep-dead count/age_ms (-1 = no limit).
@@ -56,8 +66,21 @@ local function seq_member(job, id)
   return string.format('%015d', job.q) .. id
 end
 
+local function fin_member(job, id)
+  return string.format('%015d%015d', job.fm, job.q) .. id
+end
+
+-- wait and final-state members both carry a 30-character ordering prefix
 local function id_of_wait(member)
   return string.sub(member, 31)
+end
+
+local function id_of_fin(member)
+  return string.sub(member, 31)
+end
+
+local function push_final(index_key, job, id)
+  redis.call('ZADD', index_key, 0, fin_member(job, id))
 end
 
 local function id_of_seq(member)
@@ -103,21 +126,31 @@ local function trim(index_key, hashes, count, age_ms, now)
       end
       local members = redis.call('ZRANGE', index_key, 0, excess - 1)
       for _, member in ipairs(members) do
-        forget(hashes, id_of_seq(member))
+        forget(hashes, id_of_fin(member))
       end
       redis.call('ZREMRANGEBYRANK', index_key, 0, excess - 1)
     end
   end
   if age_ms ~= nil and age_ms >= 0 then
-    local members = redis.call(
-      'ZRANGEBYSCORE', index_key, '-inf', '(' .. int(now - age_ms), 'LIMIT', 0, TRIM_LIMIT)
+    local before = string.format('(%015d', math.max(now - age_ms, 0))
+    local members = redis.call('ZRANGE', index_key, '-', before, 'BYLEX', 'LIMIT', 0, TRIM_LIMIT)
     for _, member in ipairs(members) do
-      forget(hashes, id_of_seq(member))
+      forget(hashes, id_of_fin(member))
     end
     if #members > 0 then
       redis.call('ZREM', index_key, unpack(members))
     end
   end
+end
+
+-- A job whose cancellation was requested while it ran ends cancelled instead of going
+-- back to a queue (retry, release).
+local function finish_cancelled(cancelled_key, jobs_key, job, id, now)
+  job.s = 'cancelled'
+  job.rs = 'cancelled'
+  job.fm = now
+  job_save(jobs_key, id, job)
+  push_final(cancelled_key, job, id)
 end
 
 -- Move up to `limit` due delayed jobs to `wait`, in due order. Returns how many moved.

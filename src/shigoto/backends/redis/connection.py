@@ -1,0 +1,177 @@
+"""Connections: one bounded pool for commands, and dedicated connections for blocking
+waits, so a worker parked in ``BZPOPMIN`` never holds a pooled connection.
+
+Reconnection is redis-py's: a broken connection is dropped and the next command opens a
+new one. A command that fails on a connection that went stale (the server restarted
+since it was opened) is retried once on a fresh connection; a real outage raises at once
+(:class:`~shigoto.errors.BackendUnavailable`), because the worker already retries with
+backoff and logs once per outage, and producers should hear about it promptly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...errors import BackendUnavailable
+from .settings import RedisSettings
+
+log = logging.getLogger(__name__)
+
+POOL_WAIT_S = 10.0
+"""How long a command waits for a free pooled connection before failing."""
+BLOCK_GRACE_S = 2.0
+"""Extra time a blocking wait may take past its own timeout before we give up on the
+connection (a peer that vanished without closing it)."""
+MIN_BLOCK_S = 0.001
+"""Redis reads a blocking timeout in milliseconds and treats 0 as "forever"."""
+
+Client = Redis | RedisCluster
+
+
+def _retry() -> Retry:
+    # One retry on a fresh connection, only for connection errors (a stale pooled
+    # connection after a server restart), never for timeouts: a timed-out script may
+    # have run, and running it twice is not what the caller asked for.
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def _connection_class(
+    settings: RedisSettings,
+) -> type[Connection | UnixDomainSocketConnection]:
+    if settings.unix_socket_path is not None:
+        return UnixDomainSocketConnection
+    if settings.tls:
+        return SSLConnection
+    return Connection
+
+
+def standalone_client(
+    settings: RedisSettings, *, max_connections: int, socket_timeout: float | None
+) -> Redis:
+    kwargs = settings.connection_kwargs()
+    kwargs["socket_timeout"] = socket_timeout
+    pool = BlockingConnectionPool(
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+        connection_class=_connection_class(settings),
+        retry=_retry(),
+        **kwargs,
+    )
+    return Redis.from_pool(pool)
+
+
+def cluster_client(settings: RedisSettings) -> RedisCluster:
+    kwargs: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "username": settings.username,
+        "password": settings.password,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_connect_timeout_s,
+        "max_connections": settings.max_connections,
+        "retry": _retry(),
+    }
+    if settings.tls:
+        kwargs.update(ssl=True, **settings.ssl)
+    return RedisCluster(**kwargs)
+
+
+async def is_cluster(client: Client) -> bool:
+    info = await client.info("cluster")
+    return bool(info.get("cluster_enabled"))
+
+
+def unavailable(settings: RedisSettings, exc: BaseException) -> BackendUnavailable:
+    return BackendUnavailable(
+        f"Redis at {settings.display} is unreachable ({type(exc).__name__}: {exc})"
+    )
+
+
+class BlockingWaiter:
+    """Blocks in ``BZPOPMIN`` on wake-up markers, on connections of its own.
+
+    Standalone Redis: one dedicated connection. Cluster: one per node that owns a
+    marker, waited on concurrently (a blocking command cannot span slots). A wait that
+    is cancelled or times out on our side leaves its connection mid-command, so that
+    connection is dropped and a fresh one is made next time.
+    """
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+        self._clients: dict[tuple[str, int] | None, Redis] = {}
+
+    def _client(self, node: tuple[str, int] | None) -> Redis:
+        client = self._clients.get(node)
+        if client is None:
+            settings = self._settings
+            if node is not None:
+                settings = replace(settings, host=node[0], port=node[1], db=0)
+            client = standalone_client(settings, max_connections=2, socket_timeout=None)
+            self._clients[node] = client
+        return client
+
+    async def _drop(self, node: tuple[str, int] | None) -> None:
+        client = self._clients.pop(node, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.connection_pool.disconnect(inuse_connections=True)
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    async def wait(
+        self, groups: dict[tuple[str, int] | None, list[bytes]], timeout_s: float
+    ) -> None:
+        """Return when a marker of any group is popped, or after ``timeout_s``."""
+        block_s = max(timeout_s, MIN_BLOCK_S)
+        if len(groups) == 1:
+            [(node, keys)] = groups.items()
+            await self._wait_one(node, keys, block_s)
+            return
+        tasks = [
+            asyncio.ensure_future(self._wait_one(node, keys, block_s))
+            for node, keys in groups.items()
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            task.result()
+
+    async def _wait_one(
+        self, node: tuple[str, int] | None, keys: list[bytes], block_s: float
+    ) -> None:
+        client = self._client(node)
+        try:
+            async with asyncio.timeout(block_s + BLOCK_GRACE_S):
+                await client.execute_command(  # type: ignore[no-untyped-call]
+                    "BZPOPMIN", *keys, f"{block_s:.3f}"
+                )
+        except ResponseError:
+            # MOVED/ASK: the slot moved to another node. Treat as a wake-up; the caller
+            # claims (through the cluster client, which follows the move) and waits again.
+            await self._drop(node)
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+            await self._drop(node)
+            raise unavailable(self._settings, exc) from exc
+        except BaseException:
+            await asyncio.shield(self._drop(node))
+            raise
+
+    async def close(self) -> None:
+        for node in list(self._clients):
+            await self._drop(node)

@@ -1,0 +1,147 @@
+"""What every part of the Redis backend shares: the client, running scripts, mapping
+redis-py failures to shigoto errors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.exceptions import ClusterError, NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...errors import ShigotoError
+from .connection import Client, cluster_client, is_cluster, standalone_client, unavailable
+from .records import GlobalKeys
+from .scripts import Script, check, load_scripts
+from .settings import RedisSettings
+
+T = TypeVar("T")
+
+MAX_BATCH = 1000
+"""The most jobs one script call touches (every script enforces it too)."""
+SCRIPTS = load_scripts()
+
+
+def chunks(items: Sequence[T], size: int = MAX_BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def by_queue(queues: Sequence[str]) -> dict[str, list[int]]:
+    """Indexes of items per queue, in first-seen order (one script call per queue)."""
+    groups: dict[str, list[int]] = {}
+    for index, queue in enumerate(queues):
+        groups.setdefault(queue, []).append(index)
+    return groups
+
+
+class RedisPlumbing:
+    """Connection handling and script execution; the contract lives in the subclasses."""
+
+    def __init__(self, url: str) -> None:
+        self.settings = RedisSettings.from_url(url)
+        self.prefix = self.settings.prefix
+        self.globals = GlobalKeys(self.prefix)
+        self.script_reloads = 0
+        """How often a script was re-sent after ``NOSCRIPT`` (observable in tests)."""
+        self._client: Client | None = None
+        self._cluster = False
+        self._connecting: asyncio.Lock | None = None
+        self._registered: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.settings.display}>"
+
+    @property
+    def is_cluster(self) -> bool:
+        return self._cluster
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._client is not None:
+                return
+            settings = self.settings
+            client: Client = standalone_client(
+                settings,
+                max_connections=settings.max_connections,
+                socket_timeout=settings.socket_timeout_s,
+            )
+            try:
+                cluster = settings.cluster == "yes" or (
+                    settings.cluster == "auto" and await is_cluster(client)
+                )
+                if cluster:
+                    await client.aclose()
+                    client = cluster_client(settings)
+                    await client.initialize()
+                elif settings.cluster == "no":
+                    await client.ping()
+            except (RedisError, OSError) as exc:
+                await client.aclose()
+                raise unavailable(settings, exc) from exc
+            self._client, self._cluster = client, cluster
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _client_ready(self) -> Client:
+        if self._client is None:
+            await self.connect()
+        assert self._client is not None
+        return self._client
+
+    async def _eval(self, script: Script, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
+        """Run ``script`` by SHA; re-send its source when the server lost it (restart,
+        ``SCRIPT FLUSH``, a cluster node that never saw it). Negative codes are returned
+        as they are (see :func:`_run`)."""
+        client = self._client or await self._client_ready()
+        try:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self.script_reloads += 1
+                return await client.execute_command("EVAL", script.body, len(keys), *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError, ClusterError) as exc:
+            raise unavailable(self.settings, exc) from exc
+        except ResponseError as exc:
+            raise ShigotoError(f"Redis script {script.name} failed: {exc}") from exc
+
+    async def _run(
+        self,
+        name: str,
+        keys: Sequence[bytes],
+        args: Sequence[Any],
+        *,
+        job_id: str | None = None,
+    ) -> Any:
+        """Run the script ``name`` and raise what its negative error code stands for."""
+        script = SCRIPTS[name]
+        return check(script, await self._eval(script, keys, args), job_id=job_id)
+
+    async def _call(self, *command: Any) -> Any:
+        client = self._client or await self._client_ready()
+        try:
+            return await client.execute_command(*command)
+        except (RedisConnectionError, RedisTimeoutError, ClusterError) as exc:
+            raise unavailable(self.settings, exc) from exc
+        except ResponseError as exc:
+            raise ShigotoError(f"Redis {command[0]} failed: {exc}") from exc
+
+    async def _register(self, queue: str) -> None:
+        """Add ``queue`` to the set of queue names (once per backend instance)."""
+        if queue not in self._registered:
+            await self._call("SADD", self.globals.queues, queue)
+            self._registered.add(queue)
+
+    def _standalone(self) -> Redis | None:
+        client = self._client
+        return client if isinstance(client, Redis) else None

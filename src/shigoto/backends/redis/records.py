@@ -1,0 +1,253 @@
+"""How a job is laid out in Redis, and how it turns back into a :class:`JobRecord`.
+
+A job is split by who writes it:
+
+* ``data`` — written once by Python at enqueue and never decoded by Lua: payload and
+  options (:class:`StoredData`, MessagePack).
+* ``jobs`` — the state the scripts read and rewrite with ``cmsgpack``
+  (:class:`StoredState`, short keys to keep each transition cheap), including the name
+  and creation time, which the dead-letter listing filters on without the payload.
+* ``errors`` / ``progress`` / ``result`` — opaque JSON kept apart, so a transition never
+  re-encodes a large payload or history.
+
+Every key of a queue lives under one hash tag (:class:`QueueKeys`), so a queue is one
+Redis Cluster slot and every script sees all its keys in ``KEYS``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from ...errors import ConfigurationError
+from ...job import AttemptError, JobOptions, JobRecord, JobState, Retention
+from ..contract import NewJob
+
+NO_LIMIT = -1
+
+
+class StoredData(msgspec.Struct, array_like=True, frozen=True):
+    """The immutable part of a job the scripts never read (hash ``data``)."""
+
+    payload: bytes
+    options: JobOptions
+
+
+class StoredState(msgspec.Struct):
+    """The mutable part of a job (hash ``jobs``), as written by the Lua scripts.
+
+    Field names are the short keys of ``lua/includes/job.lua``; unknown keys are
+    ignored so a newer script can add one without breaking older readers.
+    """
+
+    s: str  # state
+    n: str  # name
+    cm: int  # created_ms
+    p: int  # priority
+    r: int  # ready_ms
+    q: int  # seq: enqueue order within the queue
+    a: int = 0  # attempts
+    st: int = 0  # stalls
+    ms: int = 1  # max_stalls
+    sm: int | None = None  # started_ms
+    fm: int | None = None  # finished_ms
+    w: str | None = None  # worker_id
+    t: str | None = None  # token
+    l: int | None = None  # noqa: E741 - lease_until_ms
+    rs: str | None = None  # reason
+    c: bool = False  # cancel requested
+
+
+_STATES = {state.value: state for state in JobState}
+_data_encoder = msgspec.msgpack.Encoder()
+_data_decoder = msgspec.msgpack.Decoder(StoredData)
+_state_decoder = msgspec.msgpack.Decoder(StoredState)
+_errors_decoder = msgspec.json.Decoder(list[AttemptError])
+_json = msgspec.json.Encoder()
+
+
+def encode_data(payload: bytes, options: JobOptions) -> bytes:
+    return _data_encoder.encode(StoredData(payload, options))
+
+
+def encode_json(value: Any) -> bytes:
+    return _json.encode(value)
+
+
+def retention_args(policy: Retention) -> tuple[int, int]:
+    """A retention policy as (count, age_ms), ``-1`` meaning "no limit"."""
+    count = NO_LIMIT if policy.count is None else policy.count
+    age_ms = NO_LIMIT if policy.age_s is None else int(policy.age_s * 1000)
+    return count, age_ms
+
+
+def state_of(name: bytes) -> JobState:
+    return _STATES[name.decode()]
+
+
+def decode_state(state: bytes) -> StoredState:
+    return _state_decoder.decode(state)
+
+
+def decode_errors(errors: bytes | None) -> list[AttemptError]:
+    return _errors_decoder.decode(errors) if errors else []
+
+
+def decode_record(
+    queue: str,
+    job_id: bytes | str,
+    state: bytes,
+    data: bytes,
+    errors: bytes | None,
+    progress: bytes | None,
+    result: bytes | None,
+) -> tuple[JobRecord, str | None]:
+    """A stored job as a record, plus its current lease token (None when not active)."""
+    st = _state_decoder.decode(state)
+    dt = _data_decoder.decode(data)
+    record = JobRecord(
+        id=job_id if isinstance(job_id, str) else job_id.decode(),
+        queue=queue,
+        name=st.n,
+        payload=dt.payload,
+        options=dt.options,
+        state=_STATES[st.s],
+        priority=st.p,
+        created_ms=st.cm,
+        ready_ms=st.r,
+        attempts=st.a,
+        stalls=st.st,
+        started_ms=st.sm,
+        finished_ms=st.fm,
+        worker_id=st.w,
+        lease_until_ms=st.l,
+        progress=progress,
+        result=result,
+        errors=_errors_decoder.decode(errors) if errors else [],
+        reason=st.rs,
+        cancel_requested=st.c,
+    )
+    return record, st.t
+
+
+class QueueKeys:
+    """The keys of one queue, all under the hash tag ``{prefix:queue}``, grouped in the
+    order each script's header lists them."""
+
+    __slots__ = (
+        "active",
+        "cancelled",
+        "completed",
+        "data",
+        "dead",
+        "dedup",
+        "dedup_check",
+        "delayed",
+        "errors",
+        "index",
+        "jobs",
+        "marker",
+        "meta",
+        "once",
+        "once_exp",
+        "progress",
+        "result",
+        "tag",
+        "ticks",
+        "wait",
+    )
+
+    def __init__(self, prefix: str, queue: str) -> None:
+        if not queue or "{" in queue or "}" in queue:
+            raise ConfigurationError(f"queue name must be non-empty without braces, got {queue!r}")
+        self.tag = f"{{{prefix}:{queue}}}"
+        key = self.tag.encode()
+        self.meta = key + b":meta"
+        self.jobs = key + b":jobs"
+        self.data = key + b":data"
+        self.errors = key + b":errors"
+        self.progress = key + b":progress"
+        self.result = key + b":result"
+        self.wait = key + b":wait"
+        self.delayed = key + b":delayed"
+        self.active = key + b":active"
+        self.completed = key + b":completed"
+        self.dead = key + b":dead"
+        self.cancelled = key + b":cancelled"
+        self.marker = key + b":marker"
+        self.dedup = key + b":dedup"
+        self.dedup_check = key + b":dedup_check"
+        self.once = key + b":once"
+        self.once_exp = key + b":once_exp"
+        self.ticks = key + b":ticks"
+        self.index = {
+            JobState.WAITING: self.wait,
+            JobState.DELAYED: self.delayed,
+            JobState.ACTIVE: self.active,
+            JobState.COMPLETED: self.completed,
+            JobState.DEAD: self.dead,
+            JobState.CANCELLED: self.cancelled,
+        }
+
+    @property
+    def all(self) -> tuple[bytes, ...]:
+        """Every key of the queue (for tests and tooling; scripts take subsets)."""
+        return (
+            self.meta,
+            self.jobs,
+            self.data,
+            self.errors,
+            self.progress,
+            self.result,
+            self.wait,
+            self.delayed,
+            self.active,
+            self.completed,
+            self.dead,
+            self.cancelled,
+            self.marker,
+            self.dedup,
+            self.dedup_check,
+            self.once,
+            self.once_exp,
+            self.ticks,
+        )
+
+
+@lru_cache(maxsize=4096)
+def queue_keys(prefix: str, queue: str) -> QueueKeys:
+    return QueueKeys(prefix, queue)
+
+
+class GlobalKeys:
+    """Keys that belong to no queue, under the hash tag ``{prefix}`` (their own slot)."""
+
+    __slots__ = ("queues", "schedule_defs", "schedule_names", "schedules")
+
+    def __init__(self, prefix: str) -> None:
+        key = f"{{{prefix}}}".encode()
+        self.queues = key + b":queues"
+        """Set of queue names; written outside scripts (another slot than the queues)."""
+        self.schedules = key + b":schedules"
+        self.schedule_names = key + b":schedule_names"
+        self.schedule_defs = key + b":schedule_defs"
+
+
+def job_spec(job: NewJob) -> tuple[Any, ...]:
+    """A new job as the scripts read it (``lua/includes/store.lua``), plus its data blob."""
+    options = job.options
+    dedup_key = job.dedup_key or ""
+    return (
+        job.id,
+        job.name,
+        options.priority,
+        max(job.ready_ms, job.created_ms, 0),
+        job.created_ms,
+        options.max_stalls,
+        *retention_args(options.remove_on_complete),
+        *retention_args(options.remove_on_fail),
+        dedup_key,
+        job.created_ms + (job.dedup_ttl_ms or 0),
+    )
