@@ -39,7 +39,7 @@ class FrozenClock:
         return self._now
 
     def advance(self, seconds: float) -> None:
-        self._now += int(seconds * 1000)
+        self._now += round(seconds * 1000)
 
 
 def seconds_of(value: Seconds) -> float:

@@ -1,7 +1,8 @@
 --[[ release: give jobs back unfinished (worker shutdown). Each goes back to waiting in
 its old place (same priority, ready_ms and seq: ahead of everything enqueued after it),
 its attempt not counted; `note` is appended to its history when given. A job whose
-cancellation was requested while it ran ends cancelled instead (reason "cancelled").
+cancellation was requested while it ran ends cancelled instead (reason "cancelled",
+the attempt counted).
 
 KEYS[1] wait      KEYS[2] active    KEYS[3] jobs      KEYS[4] errors
 KEYS[5] marker    KEYS[6] cancelled
@@ -37,12 +38,12 @@ for i = 3, #ARGV, 2 do
     if note ~= '' then
       append_error(errors, id, note)
     end
-    job.a = math.max(job.a - 1, 0)
     job.t = nil
     job.l = nil
     if job.c then
       finish_cancelled(cancelled, jobs, job, id, now)
     else
+      job.a = math.max(job.a - 1, 0)
       job.s = 'waiting'
       job_save(jobs, id, job)
       push_waiting(wait, job, id)
