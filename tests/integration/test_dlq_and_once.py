@@ -445,7 +445,8 @@ async def test_a_worker_killed_after_the_effect_does_not_repeat_it_on_recovery(
 
     job = await pay.enqueue()
     # worker 1 stops heartbeating (heartbeat far beyond its lease): its job stalls
-    async with running_worker(app, concurrency=1, **{**FAST, "heartbeat_s": 0.9}) as w1:
+    slow_beats = {**FAST, "heartbeat_s": 0.9, "shutdown_grace_s": 0.1}
+    async with running_worker(app, concurrency=1, **slow_beats) as w1:
         await wait_for(hang.is_set, timeout=5, message="first attempt hangs")
         w1._heartbeat.stop()
         async with running_worker(app, concurrency=1, **FAST):
