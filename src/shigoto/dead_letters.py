@@ -22,28 +22,35 @@ Fingerprints are computed here when reading, not stored by backends: one
 implementation for every backend, and grouping rules that can improve without a
 migration. The price is that a fingerprint filter is applied after the backend's own
 filters, page by page; the backend's filters (name, reason, error type, time) narrow
-the scan first.
+the scan first. Filters, cursors and rates live in :mod:`shigoto.dead_letter_query`.
 """
 
 from __future__ import annotations
 
-import base64
 import getpass
 import math
-import re
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.contract import DeadFilter, DeadLetter
-from .clock import Seconds, seconds_of, to_ms
+from .backends.contract import DeadLetter
+from .clock import Seconds
+from .dead_letter_query import (
+    DeadLetterQuery,
+    Names,
+    When,
+    build_query,
+    fingerprint_of,
+    join_cursor,
+    parse_rate,
+    split_cursor,
+)
 from .errors import ConfigurationError
-from .fingerprint import Fingerprint, fingerprint
-from .job import AttemptError, DeadReason, JobState
+from .fingerprint import Fingerprint
+from .job import AttemptError, JobState
 
 if TYPE_CHECKING:
     from .app import App
@@ -54,13 +61,6 @@ PAGE = 500
 MAX_BATCH = 500
 """Jobs moved or deleted per backend call."""
 DEFAULT_SCAN_LIMIT = 10_000
-KNOWN_REASONS = frozenset({*(r.value for r in DeadReason), "cancelled"})
-
-Names = str | Iterable[str] | None
-"""One value or several (any of them matches)."""
-When = datetime | timedelta | None
-"""A moment: a ``datetime`` (naive means local time), or a ``timedelta`` meaning that
-long before now."""
 
 
 class DeadLetterGroup(msgspec.Struct, frozen=True):
@@ -106,49 +106,6 @@ class DeadLetterPage(msgspec.Struct, frozen=True):
     cursor: str | None
 
 
-class DeadLetterQuery(msgspec.Struct, frozen=True):
-    """A validated filter: the backend's part, plus fingerprint prefixes."""
-
-    where: DeadFilter = DeadFilter()
-    fingerprints: tuple[str, ...] = ()
-
-    @property
-    def is_empty(self) -> bool:
-        return self.where == DeadFilter() and not self.fingerprints
-
-    def matches(self, letter: DeadLetter) -> bool:
-        """The part of the filter the backend does not apply (fingerprints)."""
-        if not self.fingerprints:
-            return True
-        key = fingerprint_of(letter).key
-        return any(key.startswith(prefix) for prefix in self.fingerprints)
-
-    def describe(self) -> str:
-        parts = [
-            f"{label}={','.join(values)}"
-            for label, values in (
-                ("name", self.where.names),
-                ("reason", self.where.reasons),
-                ("error_type", self.where.error_types),
-                ("fingerprint", self.fingerprints),
-            )
-            if values
-        ]
-        if self.where.since_ms is not None:
-            parts.append(f"since={_iso(self.where.since_ms)}")
-        if self.where.until_ms is not None:
-            parts.append(f"until={_iso(self.where.until_ms)}")
-        return " ".join(parts) or "all"
-
-
-def fingerprint_of(letter: DeadLetter) -> Fingerprint:
-    """The fingerprint of a dead job (from its last error)."""
-    error = letter.last_error
-    if error is None:
-        return fingerprint(None, letter.reason or "", None, letter.name)
-    return fingerprint(error.error_type, error.message, error.traceback, letter.name)
-
-
 def default_actor() -> str:
     """``user@host`` of this process: who a redrive is recorded as, unless told."""
     try:
@@ -156,66 +113,6 @@ def default_actor() -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"{user}@{socket.gethostname()}"
-
-
-def parse_rate(rate: str | float | None) -> float | None:
-    """Jobs per second from ``100``, ``"100/s"``, ``"600/m"``, ``"1000/h"``."""
-    if rate is None:
-        return None
-    if isinstance(rate, int | float) and not isinstance(rate, bool):
-        value = float(rate)
-    elif isinstance(rate, str) and (
-        match := re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|m|min|h|hour))?\s*", rate)
-    ):
-        per = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600}[match[2] or "s"]
-        value = float(match[1]) / per
-    else:
-        raise ConfigurationError(f"rate must look like 100/s, 600/m or 1000/h, got {rate!r}")
-    if not value > 0:
-        raise ConfigurationError(f"rate must be above zero, got {rate!r}")
-    return value
-
-
-def build_query(
-    now_ms: int,
-    *,
-    name: Names = None,
-    reason: Names = None,
-    error_type: Names = None,
-    fingerprint: Names = None,
-    since: When = None,
-    until: When = None,
-    older_than: Seconds | None = None,
-) -> DeadLetterQuery:
-    """Validate the public filter arguments (shared by every method and the CLI)."""
-    reasons = _names(reason, "reason")
-    unknown = sorted(set(reasons) - KNOWN_REASONS)
-    if unknown:
-        raise ConfigurationError(
-            f"unknown dead reason(s) {unknown}; known: {', '.join(sorted(KNOWN_REASONS))}"
-        )
-    prints = tuple(p.lower() for p in _names(fingerprint, "fingerprint"))
-    for prefix in prints:
-        if not re.fullmatch(r"[0-9a-f]{4,12}", prefix):
-            raise ConfigurationError(
-                f"fingerprint must be 4 to 12 hex characters (a prefix is fine), got {prefix!r}"
-            )
-    until_ms = _moment_ms(until, now_ms, "until")
-    if older_than is not None:
-        if isinstance(older_than, bool) or not isinstance(older_than, int | float | timedelta):
-            raise ConfigurationError(f"older_than must be seconds or a timedelta: {older_than!r}")
-        if seconds_of(older_than) < 0:
-            raise ConfigurationError(f"older_than must be >= 0, got {older_than!r}")
-        cutoff = now_ms - to_ms(older_than)
-        until_ms = cutoff if until_ms is None else min(until_ms, cutoff)
-    where = DeadFilter(
-        names=_names(name, "name"),
-        reasons=reasons,
-        error_types=_names(error_type, "error_type"),
-        since_ms=_moment_ms(since, now_ms, "since"),
-        until_ms=until_ms,
-    )
-    return DeadLetterQuery(where=where, fingerprints=prints)
 
 
 class DeadLetterOps:
@@ -259,7 +156,7 @@ class DeadLetterOps:
             return DeadLetterPage(page.items, page.cursor)
         # A fingerprint filter is applied here, so a page of ours ends in the middle of a
         # backend page: our cursor is (that backend page's cursor, last id returned).
-        page_cursor, after_id = _split_cursor(cursor)
+        page_cursor, after_id = split_cursor(cursor)
         items: list[DeadLetter] = []
         scanned = 0
         while scanned < DEFAULT_SCAN_LIMIT:
@@ -276,13 +173,13 @@ class DeadLetterOps:
                     if len(items) == limit:
                         more = position + 1 < len(letters) or page.cursor is not None
                         return DeadLetterPage(
-                            items, _join_cursor(page_cursor, letter.id) if more else None
+                            items, join_cursor(page_cursor, letter.id) if more else None
                         )
             if page.cursor is None:
                 return DeadLetterPage(items, None)
             page_cursor = page.cursor
         # scanned enough for one call: hand back a cursor to continue from here
-        return DeadLetterPage(items, _join_cursor(page_cursor, None))
+        return DeadLetterPage(items, join_cursor(page_cursor, None))
 
     async def iter_dead_letters(
         self, query: DeadLetterQuery | None = None, *, scan_limit: int | None = None
@@ -381,10 +278,10 @@ class DeadLetterOps:
         )
         backend = await self._dlq_backend()
         if job_ids is not None:
-            selected = await self._still_dead(backend, list(job_ids))
+            ids = list(dict.fromkeys(job_ids))
             if dry_run:
-                return selected
-            return await self._move(backend, selected, per_second, actor, "by id")
+                return await self._still_dead(backend, ids)
+            return await self._move(backend, ids, per_second, actor, "by id")
         if dry_run:
             return [letter.id async for letter in self.iter_dead_letters(query)]
         moved: list[str] = []
@@ -423,10 +320,10 @@ class DeadLetterOps:
         )
         backend = await self._dlq_backend()
         if job_ids is not None:
-            selected = await self._still_dead(backend, list(job_ids))
+            ids = list(dict.fromkeys(job_ids))
             if dry_run:
-                return selected
-            return await self._purge_ids(backend, selected)
+                return await self._still_dead(backend, ids)
+            return await self._purge_ids(backend, ids)
         if dry_run:
             return [letter.id async for letter in self.iter_dead_letters(query)]
         deleted: list[str] = []
@@ -497,7 +394,7 @@ class DeadLetterOps:
 
     async def _still_dead(self, backend: Backend, job_ids: Sequence[str]) -> list[str]:
         out = []
-        for job_id in dict.fromkeys(job_ids):
+        for job_id in job_ids:
             record = await backend.get(self.name, job_id)
             if record is not None and record.state is JobState.DEAD:
                 out.append(job_id)
@@ -543,7 +440,6 @@ class _Mover:
             started_ms=None,
             ended_ms=self.start_ms,
         )
-        self.full_contract = hasattr(backend, "list_dead")
 
     async def move(self, job_ids: list[str]) -> list[str]:
         moved: list[str] = []
@@ -553,17 +449,9 @@ class _Mover:
             run_at = None
             if self.rate is not None:
                 run_at = self.start_ms + math.floor(self.moved * 1000 / self.rate)
-            if self.full_contract:
-                done = await self.backend.redrive(
-                    self.ops.name, chunk, now_ms=now, run_at_ms=run_at, note=self.note
-                )
-            else:  # a backend without the dead-letter section: plain redrive only
-                if run_at is not None:
-                    raise ConfigurationError(
-                        f"the {self.backend.capabilities.name} backend cannot redrive at a rate "
-                        "yet (contract section 'dead letters')"
-                    )
-                done = await self.backend.redrive(self.ops.name, chunk, now_ms=now)
+            done = await self.backend.redrive(
+                self.ops.name, chunk, now_ms=now, run_at_ms=run_at, note=self.note
+            )
             self.moved += len(done)
             moved += done
         return moved
@@ -608,49 +496,3 @@ class _Group:
             sample_message=self.sample_message,
             sample_traceback=self.sample_traceback,
         )
-
-
-def _names(value: Names, what: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    values = (value,) if isinstance(value, str) else tuple(value)
-    for item in values:
-        if not isinstance(item, str) or not item:
-            raise ConfigurationError(f"{what} filter values must be non-empty strings: {item!r}")
-    return values
-
-
-def _moment_ms(value: When, now_ms: int, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        return now_ms - to_ms(value)
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
-    raise ConfigurationError(f"{what} must be a datetime or a timedelta (ago), got {value!r}")
-
-
-_CURSOR = msgspec.json.Decoder(tuple[str | None, str | None])
-
-
-def _join_cursor(page_cursor: str | None, after_id: str | None) -> str:
-    raw = msgspec.json.encode((page_cursor, after_id))
-    return "fp." + base64.urlsafe_b64encode(raw).decode()
-
-
-def _split_cursor(cursor: str | None) -> tuple[str | None, str | None]:
-    if cursor is None:
-        return None, None
-    if not cursor.startswith("fp."):
-        raise ConfigurationError(
-            "this cursor came from a listing without a fingerprint filter; "
-            "pass the same filters as for the first page"
-        )
-    try:
-        return _CURSOR.decode(base64.urlsafe_b64decode(cursor[3:]))
-    except (ValueError, msgspec.DecodeError):
-        raise ConfigurationError(f"not a dead-letter cursor: {cursor!r}") from None
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")

@@ -6,14 +6,15 @@ encoding) once; the backend is only asked to persist.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.contract import NewJob
+from .backends.contract import Backend, Enqueued, NewJob
 from .clock import Seconds, to_ms
 from .dead_letters import DeadLetterOps
 from .errors import ConfigurationError
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .app import App
 
 BULK_CHUNK = 1000
+BULK_YIELD_EVERY = 100
 _encoder = msgspec.json.Encoder()
 
 
@@ -97,6 +99,25 @@ class Queue(DeadLetterOps):
         backend = await self.app.backend()
         out: list[Job] = []
         iterator = iter(jobs)
+        # Chunk N is stored while chunk N + 1 is validated and encoded: the backend's
+        # work (a server, another core) overlaps ours. Stores still run one at a time,
+        # in order, and a bad item stops the call only after earlier chunks are stored.
+        storing: asyncio.Future[list[Enqueued]] | None = None
+        try:
+            async for batch, now in self._bulk_batches(iterator, backend):
+                if storing is not None:
+                    out.extend(Job(self, d.id, created=d.created) for d in await storing)
+                storing = asyncio.ensure_future(backend.enqueue(batch, now))
+        finally:
+            if storing is not None:
+                done = await storing
+                out.extend(Job(self, d.id, created=d.created) for d in done)
+        return out
+
+    async def _bulk_batches(
+        self, iterator: Iterator[Mapping[str, Any]], backend: Backend
+    ) -> AsyncIterator[tuple[list[NewJob], int]]:
+        """Validated chunks of ``add_bulk`` items, as ``NewJob`` batches."""
         for chunk_start in itertools.count(0, BULK_CHUNK):
             chunk = list(itertools.islice(iterator, BULK_CHUNK))
             if not chunk:
@@ -127,9 +148,9 @@ class Queue(DeadLetterOps):
                         require_idempotency(backend)
                 except ConfigurationError as exc:
                     raise type(exc)(f"add_bulk item {chunk_start + offset}: {exc}") from None
-            for done in await backend.enqueue(batch, now):
-                out.append(Job(self, done.id, created=done.created))
-        return out
+                if offset % BULK_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the previous chunk's store make progress
+            yield batch, now
 
     def _new_job(
         self,

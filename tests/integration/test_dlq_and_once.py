@@ -350,6 +350,17 @@ async def test_a_dedup_key_is_free_again_after_the_job_ran_unless_a_ttl_holds_it
     assert ran == [1, 2]
 
 
+async def test_bulk_adds_honour_dedup_keys(app: App) -> None:
+    jobs = await app.queue("sync").add_bulk(
+        [{"name": "sync_account", "data": {"n": n}, "dedup_key": "acct:acme"} for n in range(3)]
+        + [{"name": "sync_account", "data": {"n": 9}, "dedup_key": "acct:other"}]
+    )
+
+    assert [job.created for job in jobs] == [True, False, False, True]
+    assert len({jobs[0].id, jobs[1].id, jobs[2].id}) == 1
+    assert (await app.queue("sync").counts())["waiting"] == 2
+
+
 async def test_dedup_options_are_validated(app: App) -> None:
     from shigoto import ConfigurationError
 

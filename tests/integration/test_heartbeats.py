@@ -142,9 +142,7 @@ async def test_extend_lock_raises_lease_lost_once_the_job_was_taken_back(app: Ap
 
 
 @pytest.mark.parametrize("kind", ["async", "def"])
-async def test_a_cancelled_active_job_sees_the_flag_and_ends_cancelled(
-    app: App, kind: str
-) -> None:
+async def test_a_cancelled_active_job_sees_the_flag_and_ends_cancelled(app: App, kind: str) -> None:
     saw_flag = threading.Event()
 
     if kind == "async":

@@ -10,7 +10,7 @@ import pytest
 from shigoto import ConfigurationError
 from shigoto.backends.contract import DeadFilter, DeadLetter
 from shigoto.cli.dlq import parse_duration, parse_when
-from shigoto.dead_letters import build_query, fingerprint_of, parse_rate
+from shigoto.dead_letter_query import build_query, fingerprint_of, parse_rate
 from shigoto.idempotency import dedup_fields
 from shigoto.job import AttemptError
 

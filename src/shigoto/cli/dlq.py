@@ -22,14 +22,8 @@ from rich.text import Text
 
 from ..app import App
 from ..backends.contract import DeadLetter
-from ..dead_letters import (
-    DeadLetterGroup,
-    DeadLetterReport,
-    build_query,
-    default_actor,
-    fingerprint_of,
-    parse_rate,
-)
+from ..dead_letter_query import build_query, fingerprint_of, parse_rate
+from ..dead_letters import DeadLetterGroup, DeadLetterReport, default_actor
 from ..errors import JobNotFound
 from ..job import DeadReason, JobRecord
 from .render import fmt_duration, fmt_short_time, fmt_time, jobs_table, make_console
@@ -187,8 +181,8 @@ def list_dead(
 def dead_table(letters: list[DeadLetter], *, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("queue", "id", "name", "reason", "attempts", "died", "fingerprint"):
-        table.add_column(column, no_wrap=column not in ("name", "reason"))
-    table.add_column("last error", overflow="fold", ratio=1, min_width=24)
+        table.add_column(column, overflow="fold", no_wrap=column in ("attempts", "died"))
+    table.add_column("last error", overflow="fold", ratio=1, min_width=30)
     for letter in letters:
         error = letter.last_error
         text = f"{error.error_type.rsplit('.', 1)[-1]}: {error.message}" if error else "-"
@@ -262,14 +256,12 @@ def groups_table(report: DeadLetterReport) -> Table:
     )
     table = Table(title=title, title_justify="left")
     table.add_column("fingerprint", no_wrap=True)
-    table.add_column("count", justify="right")
-    table.add_column("error", overflow="fold", ratio=1, min_width=30)
-    table.add_column("where", overflow="fold")
-    table.add_column("jobs", overflow="fold")
-    table.add_column("reasons", overflow="fold")
-    table.add_column("first seen", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold", ratio=3, min_width=30)
+    table.add_column("where", overflow="fold", ratio=1)
+    table.add_column("jobs", overflow="fold", ratio=1)
     table.add_column("last seen", no_wrap=True)
-    table.add_column("sample ids", overflow="fold")
+    table.add_column("sample id", overflow="fold")
     for group in report.groups:
         table.add_row(
             group.fingerprint,
@@ -277,11 +269,8 @@ def groups_table(report: DeadLetterReport) -> Table:
             f"[bold]{group.error_type.rsplit('.', 1)[-1]}[/]: {group.message}",
             group.frame,
             ", ".join(group.job_names),
-            ", ".join(f"{r} {n}" for r, n in group.reasons.items()),
-            fmt_short_time(group.first_seen_ms),
             fmt_short_time(group.last_seen_ms),
-            ", ".join(group.sample_ids),
-            end_section=False,
+            group.sample_ids[0] if group.sample_ids else "-",
         )
     return table
 

@@ -55,7 +55,7 @@ from .connection import BlockingWaiter
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
 from .plumbing import MAX_BATCH, by_queue, chunks
-from .records import decode_record, encode_data, encode_json, job_spec, queue_keys, state_of
+from .records import decode_record, encode_json, job_values, queue_keys, state_of
 from .schedules import RedisSchedules
 
 _STATE_ORDER = (
@@ -100,11 +100,10 @@ class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency):
                 keys.dedup_check,
             )
             for chunk in chunks(indexes):
-                specs = [job_spec(jobs[i]) for i in chunk]
-                blobs = [encode_data(jobs[i].payload, jobs[i].options) for i in chunk]
-                reply = await self._run(
-                    "enqueue", script_keys, (now_ms, encode_json(specs), *blobs)
-                )
+                args: list[Any] = [now_ms]
+                for i in chunk:
+                    args += job_values(jobs[i], now_ms)
+                reply = await self._run("enqueue", script_keys, args)
                 for n, i in enumerate(chunk):
                     out[i] = Enqueued(
                         id=reply[3 * n + 2].decode(),

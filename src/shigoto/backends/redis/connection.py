@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +27,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import BackendUnavailable
 from .settings import RedisSettings
+
+hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack_command
+
+    hiredis_pack = _hiredis_pack_command
+except ImportError:  # redis-py works without hiredis, only slower
+    hiredis_pack = None
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +56,43 @@ def _retry() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
+class _HiredisPacking:
+    """Packs commands with hiredis' C packer instead of redis-py's pure-Python one.
+
+    A 1,000-job enqueue is ~7,000 arguments: packing them in Python costs ~7 ms, more
+    than Redis spends running the script; hiredis does it in ~1.4 ms.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        assert hiredis_pack is not None
+        first = args[0]
+        if isinstance(first, str | bytes) and (
+            " " in first if isinstance(first, str) else b" " in first
+        ):
+            args = (*first.split(), *args[1:])  # "CLIENT SETINFO" and the like
+        return [hiredis_pack(args)]
+
+
+class FastConnection(_HiredisPacking, Connection):
+    pass
+
+
+class FastSSLConnection(_HiredisPacking, SSLConnection):
+    pass
+
+
+class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
 def _connection_class(
     settings: RedisSettings,
 ) -> type[Connection | UnixDomainSocketConnection]:
     if settings.unix_socket_path is not None:
-        return UnixDomainSocketConnection
+        return UnixDomainSocketConnection if hiredis_pack is None else FastUnixConnection
     if settings.tls:
-        return SSLConnection
-    return Connection
+        return SSLConnection if hiredis_pack is None else FastSSLConnection
+    return Connection if hiredis_pack is None else FastConnection
 
 
 def standalone_client(
@@ -85,7 +123,12 @@ def cluster_client(settings: RedisSettings) -> RedisCluster:
     }
     if settings.tls:
         kwargs.update(ssl=True, **settings.ssl)
-    return RedisCluster(**kwargs)
+    client = RedisCluster(**kwargs)
+    if hiredis_pack is not None and isinstance(getattr(client, "connection_kwargs", None), dict):
+        # RedisCluster picks its connection class itself; hand it the fast packer too
+        fast = FastSSLConnection if settings.tls else FastConnection
+        client.connection_kwargs["connection_class"] = fast
+    return client
 
 
 async def is_cluster(client: Client) -> bool:

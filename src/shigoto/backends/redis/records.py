@@ -235,19 +235,75 @@ class GlobalKeys:
         self.schedule_defs = key + b":schedule_defs"
 
 
-def job_spec(job: NewJob) -> tuple[Any, ...]:
-    """A new job as the scripts read it (``lua/includes/store.lua``), plus its data blob."""
-    options = job.options
-    dedup_key = job.dedup_key or ""
+class _JobPart(msgspec.Struct):
+    """The per-job fields of a new job's state (same short keys as StoredState)."""
+
+    s: str
+    n: str
+    cm: int
+    r: int
+
+
+class _OptionsPart(msgspec.Struct):
+    """The fields of a new job's state that follow from its options alone."""
+
+    p: int
+    ms: int
+    rc: int
+    ra: int
+    fc: int
+    fa: int
+    a: int = 0
+    st: int = 0
+
+
+_packer = msgspec.msgpack.Encoder()
+_FIXMAP = 0x80
+_FIXMAP_HEADERS = [bytes((_FIXMAP | count,)) for count in range(16)]
+"""Header bytes of MessagePack maps of 0..15 entries (an index past 15 fails loudly)."""
+
+
+@lru_cache(maxsize=256)
+def _options_parts(options: JobOptions) -> tuple[bytes, int, bytes]:
+    """(state map body, its entry count, packed options): the same for every job of a
+    bulk add that shares its options, so each is encoded once."""
+    keep = retention_args(options.remove_on_complete)
+    fail = retention_args(options.remove_on_fail)
+    body = _packer.encode(
+        _OptionsPart(options.priority, options.max_stalls, keep[0], keep[1], fail[0], fail[1])
+    )
+    return body[1:], body[0] - _FIXMAP, _packer.encode(options)
+
+
+def new_state(job: NewJob, ready_ms: int, now_ms: int) -> bytes:
+    """A new job's MessagePack state, with a map header that counts one entry more than
+    the body holds: the script appends that entry, ``"q"`` = the enqueue number it
+    allocates, so it never has to decode and re-encode the map. Safe because the whole
+    map is a *fixmap* (at most 15 entries, header byte ``0x80 | count``)."""
+    own = _packer.encode(
+        _JobPart("delayed" if ready_ms > now_ms else "waiting", job.name, job.created_ms, ready_ms)
+    )
+    shared, shared_count, _ = _options_parts(job.options)
+    return _FIXMAP_HEADERS[own[0] - _FIXMAP + shared_count + 1] + own[1:] + shared
+
+
+_FIXARRAY_2 = b"\x92"
+
+
+def new_data(job: NewJob) -> bytes:
+    """:class:`StoredData` of a new job, the options packed once per distinct value."""
+    return _FIXARRAY_2 + _packer.encode(job.payload) + _options_parts(job.options)[2]
+
+
+def job_values(job: NewJob, now_ms: int) -> tuple[Any, ...]:
+    """A new job as the seven values ``lua/includes/store.lua`` reads."""
+    ready_ms = max(job.ready_ms, job.created_ms, 0)
     return (
         job.id,
-        job.name,
-        options.priority,
-        max(job.ready_ms, job.created_ms, 0),
-        job.created_ms,
-        options.max_stalls,
-        *retention_args(options.remove_on_complete),
-        *retention_args(options.remove_on_fail),
-        dedup_key,
+        job.options.priority,
+        ready_ms,
+        job.dedup_key or "",
         job.created_ms + (job.dedup_ttl_ms or 0),
+        new_state(job, ready_ms, now_ms),
+        new_data(job),
     )

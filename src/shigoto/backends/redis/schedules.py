@@ -22,7 +22,7 @@ import msgspec
 
 from ..contract import NewJob, ScheduleState
 from .plumbing import RedisPlumbing, chunks
-from .records import encode_data, encode_json, job_spec, queue_keys
+from .records import job_values, queue_keys
 
 
 class _Entry(msgspec.Struct):
@@ -87,8 +87,7 @@ class RedisSchedules(RedisPlumbing):
                 fire_ms,
                 now_ms,
                 floor,
-                encode_json([job_spec(job)]),
-                encode_data(job.payload, job.options),
+                *job_values(job, now_ms),
             ),
         )
         if claimed != 1:

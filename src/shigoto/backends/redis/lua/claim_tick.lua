@@ -12,8 +12,7 @@ KEYS[5] data      KEYS[6] marker    KEYS[7] dedup     KEYS[8] dedup_check
 KEYS[9] ticks
 ARGV[1] schedule name                ARGV[2] fire_ms   ARGV[3] now_ms
 ARGV[4] floor_ms (-1 = none)
-ARGV[5] the job's spec as a one-element JSON array (see enqueue.lua)
-ARGV[6] the job's MessagePack data blob
+ARGV[5..11] the job's seven values, as for enqueue.lua (see includes/store.lua)
 
 Returns: 1 when the tick was claimed (its job stored, or an existing job with its id
          kept), 0 when the tick is not newer than the last one claimed
@@ -33,9 +32,8 @@ local raw = redis.call('HGET', ticks, name)
 if (raw and cmsgpack.unpack(raw).f >= fire) or floor >= fire then
   return 0
 end
-local spec = cjson.decode(ARGV[5])[1]
-redis.call('HSET', ticks, name, cmsgpack.pack({f = fire, j = spec[1], c = now}))
-local created = store_job(k, spec, ARGV[6], now, redis.call('HINCRBY', k.meta, 'seq', 1))
+redis.call('HSET', ticks, name, cmsgpack.pack({f = fire, j = ARGV[5], c = now}))
+local created = store_job(k, ARGV, 5, now, redis.call('HINCRBY', k.meta, 'seq', 1))
 if created == 1 then
   wake(k.marker)
 end

@@ -1,14 +1,19 @@
 --[[ Storing a new job, shared by enqueue.lua and claim_tick.lua (needs "job").
 
 k:    table of keys {meta, wait, delayed, jobs, data, marker, dedup, dedup_check}
-spec: {id, name, priority, ready_ms, created_ms, max_stalls,
-       keep_completed_count, keep_completed_age_ms, keep_dead_count, keep_dead_age_ms,
-       dedup_key ("" = none), dedup_held_until_ms}     (-1 = no limit)
+Each job arrives as seven values (ARGV, flat, see enqueue.lua):
+  id, priority, ready_ms, dedup_key ("" = none), dedup_held_until_ms,
+  state: its MessagePack state map without the enqueue number `q` (records.py packs it
+         with a header that counts one more entry; store_job appends "q" = seq),
+  data:  its MessagePack payload and options (never decoded here)
+The state already says "waiting" or "delayed" (ready_ms > now_ms), decided by the same
+rule as here, so the job's index always matches its state.
 ]]
 
 local DEDUP_REAP = 20
 local DEDUP_RECHECK_MS = 60000
 local LIVE = {waiting = true, delayed = true, active = true}
+local SEQ_KEY = '\161q'  -- MessagePack fixstr "q"
 
 -- The job holding `key` right now (its id and state), or nil when the key is free: held
 -- while its job is live, or until its hold time (a removed job counts as completed).
@@ -45,33 +50,33 @@ local function take_dedup_key(k, key, id, held_until, now)
   redis.call('ZADD', k.dedup_check, int(held_until), key)
 end
 
--- Store one job with enqueue number `seq`. Returns created (1/0), state, and the id of
--- the job that answers (the dedup key's holder when that key is held).
-local function store_job(k, spec, blob, now, seq)
-  local id, dedup_key = spec[1], spec[11]
+-- Store the job whose seven values start at argv[i], with enqueue number `seq`.
+-- Returns created (1/0), state, and the id of the job that answers (the dedup key's
+-- holder when that key is held).
+local function store_job(k, argv, i, now, seq)
+  local id, dedup_key = argv[i], argv[i + 3]
   if dedup_key ~= '' then
     local holder, state = dedup_holder(k, dedup_key, now)
     if holder then
       return 0, state, holder
     end
   end
-  if redis.call('HSETNX', k.data, id, blob) == 0 then
+  if redis.call('HSETNX', k.data, id, argv[i + 6]) == 0 then
     return 0, job_load(k.jobs, id).s, id
   end
-  local job = {
-    n = spec[2], p = spec[3], r = spec[4], cm = spec[5], q = seq, a = 0, st = 0,
-    ms = spec[6], rc = spec[7], ra = spec[8], fc = spec[9], fa = spec[10],
-  }
-  if job.r > now then
-    job.s = 'delayed'
-    redis.call('ZADD', k.delayed, int(job.r), seq_member(job, id))
+  local ready = tonumber(argv[i + 2])
+  local state
+  if ready > now then
+    state = 'delayed'
+    redis.call('ZADD', k.delayed, argv[i + 2], string.format('%015d', seq) .. id)
   else
-    job.s = 'waiting'
-    push_waiting(k.wait, job, id)
+    state = 'waiting'
+    redis.call('ZADD', k.wait, int(-tonumber(argv[i + 1])),
+      string.format('%015d%015d', ready, seq) .. id)
   end
-  job_save(k.jobs, id, job)
+  redis.call('HSET', k.jobs, id, argv[i + 5] .. SEQ_KEY .. cmsgpack.pack(seq))
   if dedup_key ~= '' then
-    take_dedup_key(k, dedup_key, id, spec[12], now)
+    take_dedup_key(k, dedup_key, id, tonumber(argv[i + 4]), now)
   end
-  return 1, job.s, id
+  return 1, state, id
 end
