@@ -21,7 +21,11 @@ from shigoto.backends import Backend, open_backend
 REQUIRE_SERVERS = os.environ.get("SHIGOTO_REQUIRE_SERVERS") == "1"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("SHIGOTO_TEST_REDIS_PORT", "6379"))
 
-BACKEND_NAMES = ["sqlite", "redis"]
+BACKEND_NAMES = ["sqlite", "redis", "redis-cluster"]
+CLUSTER_SUITES = ("conformance", "backends")
+"""Where "redis-cluster" (a 3-node Redis Cluster the session starts itself, see
+tests/backends/redis/servers.py) runs; SHIGOTO_TEST_CLUSTER=all runs it everywhere,
+SHIGOTO_TEST_CLUSTER=0 nowhere."""
 
 
 def server_reachable(host: str, port: int) -> bool:
@@ -54,12 +58,46 @@ def make_url(name: str, tmp_path: Path) -> str:
     """A URL in a fresh namespace for backend ``name``."""
     if name == "sqlite":
         return f"sqlite:///{tmp_path / f'jobs-{uuid.uuid4().hex[:8]}.db'}?poll=0.02"
+    if name == "redis-cluster":
+        return redis_cluster_url()
     if name == "redis":
         if not redis_backend_available():
             pytest.skip("the Redis backend is not built yet")
         require_server("Redis", REDIS_HOST, REDIS_PORT)
         return f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix=test-{uuid.uuid4().hex[:10]}"
     raise ValueError(name)
+
+
+def redis_cluster_url() -> str:
+    """A fresh namespace on the session's 3-node Redis Cluster (started on first use)."""
+    from backends.redis.servers import cluster_url, have_redis_binaries
+
+    if not redis_backend_available():
+        pytest.skip("the Redis backend is not built yet")
+    if not have_redis_binaries():
+        message = "redis-server / redis-cli are not installed (needed for the cluster)"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{message} (SHIGOTO_REQUIRE_SERVERS=1)")
+        pytest.skip(message)
+    return cluster_url(f"test-{uuid.uuid4().hex[:10]}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep "redis-cluster" to the contract suites (CLUSTER_SUITES) unless asked."""
+    scope = os.environ.get("SHIGOTO_TEST_CLUSTER", "contract")
+    if scope == "all":
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_cluster = callspec is not None and callspec.params.get("backend_name") == "redis-cluster"
+        in_scope = scope != "0" and any(
+            f"/tests/{suite}/" in str(item.path) for suite in CLUSTER_SUITES
+        )
+        (drop if on_cluster and not in_scope else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(params=BACKEND_NAMES)

@@ -128,6 +128,7 @@ class Worker:
         self._slot = asyncio.Event()
         self._ack_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_before_start = (False, False)
         self._backend: Backend | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Any = None
@@ -146,9 +147,11 @@ class Worker:
         Safe to call from any thread or a signal handler.
         """
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None:  # not running yet: run() will stop as soon as it starts
+            self._stop_before_start = (True, now or self._stop_before_start[1])
             return
-        loop.call_soon_threadsafe(self._request_stop, now)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self._request_stop, now)
 
     def _request_stop(self, now: bool) -> None:
         if self._stopping.is_set() and not now:
@@ -165,6 +168,8 @@ class Worker:
         from .heartbeat import Heartbeat
 
         self._loop = asyncio.get_running_loop()
+        if self._stop_before_start[0]:
+            self._request_stop(self._stop_before_start[1])
         self._backend = await self.app.backend()
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="shigoto-job")
         heartbeat_s = self.settings.heartbeat_s or self.settings.lease_s / 3

@@ -102,3 +102,17 @@ async def test_stopping_under_load_loses_no_job(app: App) -> None:
     assert counts["completed"] == 300, counts
     results = [await j.wait_until_finished(timeout=1) for j in jobs]
     assert results == list(range(300))
+
+
+async def test_a_worker_stopped_before_it_started_runs_no_job_and_returns(app: App) -> None:
+    @app.job
+    async def send_welcome(ctx: JobContext) -> None:
+        raise AssertionError("a stopped worker must not run jobs")
+
+    job = await send_welcome.enqueue()
+    worker = app.worker(None, 2, **FAST)
+    worker.stop()
+
+    await asyncio.wait_for(worker.run(), 5)
+
+    assert (await job.refresh()).state is JobState.WAITING

@@ -35,14 +35,24 @@ local k = {
 local base = redis.call('HINCRBY', k.meta, 'seq', count) - count
 local out = {}
 local created_any = false
+local with_dedup = false
 for n = 1, count do
-  local created, state, id = store_job(k, ARGV, 2 + (n - 1) * WIDTH, now, base + n)
-  out[#out + 1] = created
-  out[#out + 1] = state
-  out[#out + 1] = id
-  if created == 1 then
-    created_any = true
+  if ARGV[2 + (n - 1) * WIDTH + 3] ~= '' then
+    with_dedup = true
+    break
   end
+end
+if with_dedup then
+  -- dedup keys may refer to jobs stored earlier in this very batch: one at a time
+  for n = 1, count do
+    local created, state, id = store_job(k, ARGV, 2 + (n - 1) * WIDTH, now, base + n)
+    out[#out + 1] = created
+    out[#out + 1] = state
+    out[#out + 1] = id
+    created_any = created_any or created == 1
+  end
+else
+  created_any = store_batch(k, ARGV, 2, count, now, base, out)
 end
 if created_any then
   wake(k.marker)

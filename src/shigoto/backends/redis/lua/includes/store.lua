@@ -80,3 +80,61 @@ local function store_job(k, argv, i, now, seq)
   end
   return 1, state, id
 end
+
+-- Store `count` jobs whose values start at argv[first], none with a dedup key, with
+-- enqueue numbers base + 1 .. base + count: the same outcome as store_job for each in
+-- turn, in four writes for the whole batch instead of three per job. Appends created,
+-- state and id per job to `out`; returns whether any job was created.
+local function store_batch(k, argv, first, count, now, base, out)
+  local ids = {}
+  for n = 1, count do
+    ids[n] = argv[first + (n - 1) * 7]
+  end
+  local existing = redis.call('HMGET', k.data, unpack(ids))
+  local seen = {}
+  local data_args, job_args, wait_args, delayed_args = {}, {}, {}, {}
+  for n = 1, count do
+    local i = first + (n - 1) * 7
+    local id = ids[n]
+    if existing[n] then
+      out[#out + 1] = 0
+      out[#out + 1] = job_load(k.jobs, id).s
+    elseif seen[id] then
+      out[#out + 1] = 0
+      out[#out + 1] = seen[id]
+    else
+      local seq = base + n
+      local ready = tonumber(argv[i + 2])
+      local state
+      if ready > now then
+        state = 'delayed'
+        delayed_args[#delayed_args + 1] = argv[i + 2]
+        delayed_args[#delayed_args + 1] = string.format('%015d', seq) .. id
+      else
+        state = 'waiting'
+        wait_args[#wait_args + 1] = int(-tonumber(argv[i + 1]))
+        wait_args[#wait_args + 1] = string.format('%015d%015d', ready, seq) .. id
+      end
+      seen[id] = state
+      data_args[#data_args + 1] = id
+      data_args[#data_args + 1] = argv[i + 6]
+      job_args[#job_args + 1] = id
+      job_args[#job_args + 1] = argv[i + 5] .. SEQ_KEY .. cmsgpack.pack(seq)
+      out[#out + 1] = 1
+      out[#out + 1] = state
+    end
+    out[#out + 1] = id
+  end
+  if #data_args == 0 then
+    return false
+  end
+  redis.call('HSET', k.data, unpack(data_args))
+  redis.call('HSET', k.jobs, unpack(job_args))
+  if #wait_args > 0 then
+    redis.call('ZADD', k.wait, unpack(wait_args))
+  end
+  if #delayed_args > 0 then
+    redis.call('ZADD', k.delayed, unpack(delayed_args))
+  end
+  return true
+end
