@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import typing
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import tzinfo
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, overload
 
 import msgspec
 
@@ -15,7 +16,7 @@ from .backends import Backend, open_backend
 from .clock import Clock, Seconds, SystemClock
 from .errors import ConfigurationError, PayloadError
 from .events import EventBus, Listener
-from .handler import JobHandler
+from .handler import JobDecorator, JobHandler
 from .job import JobOptions, option_overrides
 from .portal import Portal
 from .queue import Queue
@@ -23,12 +24,18 @@ from .retry import ShouldRetry
 from .scheduler import Misfire, Schedule, Scheduler, Schedules
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from .alerts import Alerts
+    from .metrics import QueueMetrics
     from .worker import Worker
 
 DEFAULT_URL = "sqlite:///shigoto.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class App:
@@ -57,6 +64,9 @@ class App:
         self.events = EventBus()
         self.portal = Portal()
         self.schedules = Schedules(self)
+        self.job_targets: dict[str, float | None] = {}
+        """Granularity guard: each job name's target duration (None: long_running)."""
+        self._alerts: Alerts | None = None
         self._queues: dict[str, Queue] = {}
         self._backends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Backend] = (
             weakref.WeakKeyDictionary()
@@ -68,7 +78,12 @@ class App:
     # -- defining jobs -------------------------------------------------------------------
 
     @overload
-    def job(self, fn: F, /) -> JobHandler[Any]: ...
+    def job(
+        self, fn: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]], /
+    ) -> JobHandler[R, P]: ...
+
+    @overload
+    def job(self, fn: Callable[Concatenate[Any, P], R], /) -> JobHandler[R, P]: ...
 
     @overload
     def job(
@@ -80,27 +95,31 @@ class App:
         queue: str = "default",
         should_retry: ShouldRetry | None = None,
         **options: Any,
-    ) -> Callable[[F], JobHandler[Any]]: ...
+    ) -> JobDecorator: ...
 
     def job(
         self,
-        fn: F | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
         queue: str = "default",
         should_retry: ShouldRetry | None = None,
         **options: Any,
-    ) -> JobHandler[Any] | Callable[[F], JobHandler[Any]]:
+    ) -> JobHandler[Any] | JobDecorator:
         """Register a handler: ``@app.job`` or ``@app.job(queue="email", attempts=5)``.
 
-        The job name defaults to the function's name. Options are validated now.
+        The job name defaults to the function's name. Options are validated now. The
+        handler's parameters (after ``ctx``) and result type carry over to
+        ``enqueue`` and ``Job.wait_until_finished`` for type checkers.
         """
+        long_running = bool(options.pop("long_running", False))
+        target_s = float(options.pop("target_s", 60.0))
         overrides = option_overrides(**options)
         if should_retry is not None and not callable(should_retry):
             raise ConfigurationError("should_retry must be callable(error, attempts_made)")
 
-        def register(func: F) -> JobHandler[Any]:
+        def register(func: Callable[..., Any]) -> JobHandler[Any]:
             job_name = name or getattr(func, "__name__", "")
             if not job_name:
                 raise ConfigurationError(f"cannot derive a job name from {func!r}; pass name=")
@@ -116,9 +135,25 @@ class App:
                 should_retry=should_retry,
             )
             self.handlers[job_name] = handler
+            self.job_targets[job_name] = None if long_running else target_s
             return handler
 
-        return register(fn) if fn is not None else register
+        return register(fn) if fn is not None else typing.cast(JobDecorator, register)
+
+    def metrics(self, queue: str = "default") -> QueueMetrics:
+        """Metrics of one queue: ``await app.metrics("email").snapshot()``."""
+        from .metrics import QueueMetrics
+
+        return QueueMetrics(self, queue)
+
+    @property
+    def alerts(self) -> Alerts:
+        """Alert rules and sinks (the brief's defaults until configured)."""
+        if self._alerts is None:
+            from .alerts import Alerts
+
+            self._alerts = Alerts()
+        return self._alerts
 
     def on(self, event: str, listener: Listener) -> Listener:
         """Subscribe to an event of every worker of this app (``completed``, ``failed``...)."""
@@ -183,6 +218,14 @@ class App:
     def scheduler(self, **settings: Any) -> Scheduler:
         """A scheduler for this app's schedules (``poll_s``, ``handle_signals``)."""
         return Scheduler(self, **settings)
+
+    def dashboard(self, **settings: Any) -> Starlette:
+        """The web dashboard as an ASGI app, to mount under a prefix of your web app
+        (needs the ``dashboard`` extra). Credentials come from ``SHIGOTO_DASHBOARD_*``;
+        ``settings`` are those of :func:`shigoto.dashboard.create_app`."""
+        from .dashboard import create_app
+
+        return create_app(self, **settings)
 
     # -- producing / consuming -----------------------------------------------------------
 

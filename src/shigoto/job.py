@@ -10,7 +10,7 @@ import asyncio
 import enum
 import itertools
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import msgspec
 
@@ -284,13 +284,25 @@ class JobRecord(msgspec.Struct, frozen=True):
 # -- the handle users hold ------------------------------------------------------------
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
     from .queue import Queue
+
+    R = TypeVar("R", default=Any)
+    """The handler's result type; ``Job`` alone is ``Job[Any]``."""
+else:  # type-parameter defaults (PEP 696) exist for type checkers only before 3.13
+    from typing import TypeVar
+
+    R = TypeVar("R")
 
 _TERMINAL_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
-class Job:
+class Job(Generic[R]):
     """A handle on one stored job: returned by ``add`` / ``enqueue`` / ``get_job``.
+
+    ``handler.enqueue(...)`` returns a ``Job[R]`` where ``R`` is the handler's return
+    type, so ``wait_until_finished`` is typed; ``queue.add`` returns ``Job[Any]``.
 
     ``record`` is the last state read from the backend; :meth:`refresh` reads again.
     ``created`` is False when ``add`` found an existing job with the same id.
@@ -331,7 +343,7 @@ class Job:
         """Cancel if waiting or delayed; an active job is flagged (``ctx.cancelled``)."""
         return await self.queue.cancel(self.id)
 
-    async def wait_until_finished(self, timeout: Seconds | None = None) -> Any:
+    async def wait_until_finished(self, timeout: Seconds | None = None) -> R:
         """Wait for a final state; return the result, or raise why it did not complete.
 
         Raises ``JobFailed`` (dead, with the last recorded error), ``JobCancelled``, or
@@ -342,7 +354,10 @@ class Job:
         for step in itertools.count():
             record = await self.refresh()
             if record.state is JobState.COMPLETED:
-                return record.result_value
+                handler = self.queue.app.handlers.get(record.name)
+                value = record.result_value
+                result: R = value if handler is None else handler.decode_result(value)
+                return result
             if record.state is JobState.DEAD:
                 last = record.last_error
                 raise JobFailed(
@@ -367,5 +382,5 @@ class Job:
     def refresh_sync(self) -> JobRecord:
         return self.queue.app.portal.call(self.refresh)
 
-    def wait_until_finished_sync(self, timeout: Seconds | None = None) -> Any:
+    def wait_until_finished_sync(self, timeout: Seconds | None = None) -> R:
         return self.queue.app.portal.call(self.wait_until_finished, timeout)

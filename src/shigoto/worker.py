@@ -46,6 +46,7 @@ from .retry import GiveUp, RetryAt, decide
 if TYPE_CHECKING:
     from .app import App
     from .handler import JobHandler
+    from .metrics import MetricsReporter
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class WorkerSettings:
     """Stop once the queues hold no waiting or delayed jobs (for scripts and tests)."""
     name: str | None = None
     handle_signals: bool = True
+    metrics: bool = True
+    """Record metrics and a liveness beat into the backend (see :mod:`shigoto.metrics`)."""
 
     def __post_init__(self) -> None:
         for field in ("lease_s", "stall_check_s", "idle_wait_s"):
@@ -133,6 +136,7 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._heartbeat: Any = None
         self._outage_logged = False
+        self._metrics: MetricsReporter | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -187,6 +191,11 @@ class Worker:
         )
         maintenance = asyncio.create_task(self._maintenance_loop(), name="shigoto-maintenance")
         acker = asyncio.create_task(self._ack_loop(), name="shigoto-acks")
+        if self.settings.metrics:
+            from .metrics import MetricsReporter
+
+            self._metrics = MetricsReporter(self)
+            self._metrics.start(self._backend)
         try:
             await self._fetch_loop()
         finally:
@@ -237,6 +246,8 @@ class Worker:
             except Exception:
                 log.exception("release failed; the jobs will be recovered when leases expire")
             self._held.clear()
+        if self._metrics is not None:
+            await self._metrics.close(self._require_backend())
         self._heartbeat.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -335,6 +346,9 @@ class Worker:
     async def _execute(self, record: JobRecord, lease: Lease) -> None:
         started_ms = self.app.clock.now_ms()
         handler = self.app.handlers.get(record.name)
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.recorder.last_claim_ms = started_ms
         try:
             if self._wants(EventType.ACTIVE):
                 await self._emit(EventType.ACTIVE, record)
@@ -354,6 +368,10 @@ class Worker:
             except Exception as exc:
                 await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
             else:
+                if metrics is not None:
+                    metrics.recorder.observe(
+                        record, started_ms, self.app.clock.now_ms(), "completed"
+                    )
                 self._acks.append((Completion(lease, encoded, started_ms), record, result))
                 self._ack_event.set()
         finally:
@@ -428,6 +446,9 @@ class Worker:
             self._forget(lease)
             return
         decision = self._decide(record, exc, handler)
+        if self._metrics is not None:
+            outcome = "retried" if isinstance(decision, RetryAt) else "dead"
+            self._metrics.recorder.observe(record, started_ms, now, outcome)
         if self._wants(EventType.FAILED):
             await self._emit(EventType.FAILED, record, error=error)
         backend = self._require_backend()

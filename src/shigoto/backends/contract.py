@@ -415,6 +415,64 @@ class Backend(Protocol):
         alone; returns whether a claim was released. Atomic."""
         ...
 
+    # -- metrics -----------------------------------------------------------------------
+    # Issue 6. Workers add counters per (queue, job name, minute); any process reads
+    # them back. Values are opaque named integers (``completed``, ``run_h3``...) chosen
+    # by the core (shigoto.metrics), so new metrics need no migration. Storage is
+    # bounded: minute buckets live 24 h, hour buckets 30 days, older ones are pruned as
+    # writes go (a bounded number per call). Worker beats and alert states are opaque
+    # bytes encoded by the core, like schedule definitions.
+
+    async def record_metrics(self, samples: Sequence[MetricSample], *, now_ms: int) -> None:
+        """Add every sample's values to its minute bucket and to the hour bucket that
+        holds that minute (creating them at zero). Prunes minute buckets older than
+        ``MINUTE_RETENTION_MS`` and hour buckets older than ``HOUR_RETENTION_MS`` before
+        ``now_ms``. Atomic per queue (a reader never sees half a sample)."""
+        ...
+
+    async def read_metrics(
+        self, queue: str, *, resolution: Resolution, since_ms: int, until_ms: int
+    ) -> list[MetricBucket]:
+        """The queue's buckets of one resolution whose start is in
+        ``[since_ms, until_ms)``, sorted by start then job name. Buckets past their
+        retention may be missing. Read-only."""
+        ...
+
+    async def worker_beat(
+        self, worker_id: str, info: bytes, *, expires_ms: int, now_ms: int
+    ) -> None:
+        """Store a worker's liveness record until ``expires_ms`` (replacing its
+        previous one), and forget records that expired before ``now_ms``. Atomic."""
+        ...
+
+    async def worker_gone(self, worker_id: str) -> None:
+        """Forget a worker's liveness record (clean shutdown)."""
+        ...
+
+    async def list_workers(self, *, now_ms: int, limit: int = 1000) -> list[bytes]:
+        """The liveness records that have not expired at ``now_ms`` (at most ``limit``,
+        sorted by worker id). Read-only."""
+        ...
+
+    async def alert_states(self, *, limit: int = 1000) -> list[StoredAlert]:
+        """Every stored alert state (sorted by key, at most ``limit``). Read-only."""
+        ...
+
+    async def alert_transition(
+        self, key: str, state: bytes, *, version: int, note: bytes | None, now_ms: int
+    ) -> bool:
+        """Compare-and-set one alert's state: when the stored version of ``key`` is
+        ``version`` (0: nothing stored), store ``state`` with ``version + 1``, append
+        ``note`` (when given) to the transition history (the newest
+        ``ALERT_HISTORY`` kept) and return True; otherwise change nothing and return
+        False. Atomic: of several evaluators, exactly one wins each transition, and only
+        the winner notifies."""
+        ...
+
+    async def alert_history(self, *, limit: int = 100) -> list[bytes]:
+        """The newest transition notes, newest first (at most ``limit``). Read-only."""
+        ...
+
 
 # -- records of the dead-letter and idempotency sections --------------------------------
 
@@ -469,3 +527,42 @@ class OnceClaim(msgspec.Struct, frozen=True):
     """``busy``: the owner holding the claim."""
     until_ms: int | None = None
     """``busy``: when that claim expires."""
+
+
+# -- records of the metrics section -------------------------------------------------------
+
+Resolution = Literal["minute", "hour"]
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+MINUTE_RETENTION_MS = 24 * HOUR_MS
+"""Minute buckets are kept 24 hours."""
+HOUR_RETENTION_MS = 30 * 24 * HOUR_MS
+"""Hour buckets are kept 30 days."""
+ALERT_HISTORY = 1000
+"""Alert transition notes kept by :meth:`Backend.alert_transition`."""
+
+
+class MetricSample(msgspec.Struct, frozen=True):
+    """Counters of one queue and job name during one minute, to add to storage."""
+
+    queue: str
+    name: str
+    minute_ms: int
+    """Start of the minute (a multiple of ``MINUTE_MS``)."""
+    values: dict[str, int]
+
+
+class MetricBucket(msgspec.Struct, frozen=True):
+    """Stored counters of one queue and job name over one minute or one hour."""
+
+    name: str
+    start_ms: int
+    values: dict[str, int]
+
+
+class StoredAlert(msgspec.Struct, frozen=True):
+    """An alert state as stored: the core's encoded state and its CAS version."""
+
+    key: str
+    version: int
+    state: bytes

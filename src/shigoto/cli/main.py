@@ -67,6 +67,7 @@ def cli(ctx: click.Context, url: str | None, log_level: str | None) -> None:
 
 
 def _register() -> None:
+    from .dashboard import dashboard
     from .demo import demo
     from .dlq import dlq
     from .jobs import jobs
@@ -74,7 +75,7 @@ def _register() -> None:
     from .stats import stats
     from .worker import worker
 
-    for command in (demo, worker, jobs, stats, scheduler, schedules, dlq):
+    for command in (demo, dashboard, worker, jobs, stats, scheduler, schedules, dlq):
         cli.add_command(command)
 
 

@@ -8,7 +8,6 @@ is stopped by its owner (and by ``atexit`` for the session-wide cluster), by pid
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import socket
 import subprocess
@@ -134,9 +133,7 @@ class RedisClusterServers:
     create ... --cluster-replicas 0 --cluster-yes`` (all slots on three primaries)."""
 
     def __init__(self, directory: Path, nodes: int = 3) -> None:
-        self.nodes = [
-            RedisServer(directory / f"node-{n}", cluster=True) for n in range(nodes)
-        ]
+        self.nodes = [RedisServer(directory / f"node-{n}", cluster=True) for n in range(nodes)]
 
     @property
     def port(self) -> int:

@@ -54,6 +54,7 @@ from ..contract import (
 from .connection import BlockingWaiter
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
+from .metrics import RedisMetrics
 from .plumbing import MAX_BATCH, by_queue, chunks
 from .records import decode_record, encode_json, job_values, queue_keys, state_of
 from .schedules import RedisSchedules
@@ -68,7 +69,7 @@ _STATE_ORDER = (
 )
 
 
-class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency):
+class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics):
     """The Redis backend. See :mod:`shigoto.backends.redis.settings` for URL forms."""
 
     capabilities = Capabilities(name="redis", multi_host=True, blocking_wait=True)

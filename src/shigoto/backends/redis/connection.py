@@ -116,7 +116,7 @@ def cluster_client(settings: RedisSettings) -> RedisCluster:
         "port": settings.port,
         "username": settings.username,
         "password": settings.password,
-        "socket_timeout": settings.socket_timeout_s,
+        "socket_timeout": None,  # commands run under the backend's own asyncio.timeout
         "socket_connect_timeout": settings.socket_connect_timeout_s,
         "max_connections": settings.max_connections,
         "retry": _retry(),
@@ -137,9 +137,11 @@ async def is_cluster(client: Client) -> bool:
 
 
 def unavailable(settings: RedisSettings, exc: BaseException) -> BackendUnavailable:
-    return BackendUnavailable(
-        f"Redis at {settings.display} is unreachable ({type(exc).__name__}: {exc})"
-    )
+    if isinstance(exc, TimeoutError) and not str(exc):
+        reason = f"no answer within {settings.socket_timeout_s:g} s"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    return BackendUnavailable(f"Redis at {settings.display} is unreachable ({reason})")
 
 
 class BlockingWaiter:

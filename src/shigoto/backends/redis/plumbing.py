@@ -68,10 +68,10 @@ class RedisPlumbing:
             if self._client is not None:
                 return
             settings = self.settings
+            # No socket timeout inside redis-py (it costs a task per command there):
+            # each command runs under our own asyncio.timeout instead, see _eval.
             client: Client = standalone_client(
-                settings,
-                max_connections=settings.max_connections,
-                socket_timeout=settings.socket_timeout_s,
+                settings, max_connections=settings.max_connections, socket_timeout=None
             )
             try:
                 cluster = settings.cluster == "yes" or (
@@ -105,12 +105,17 @@ class RedisPlumbing:
         as they are (see :func:`_run`)."""
         client = self._client or await self._client_ready()
         try:
-            try:
-                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                self.script_reloads += 1
-                return await client.execute_command("EVAL", script.body, len(keys), *keys, *args)
-        except (RedisConnectionError, RedisTimeoutError, ClusterError) as exc:
+            async with asyncio.timeout(self.settings.socket_timeout_s):
+                try:
+                    return await client.execute_command(
+                        "EVALSHA", script.sha, len(keys), *keys, *args
+                    )
+                except NoScriptError:
+                    self.script_reloads += 1
+                    return await client.execute_command(
+                        "EVAL", script.body, len(keys), *keys, *args
+                    )
+        except (RedisConnectionError, RedisTimeoutError, ClusterError, TimeoutError) as exc:
             raise unavailable(self.settings, exc) from exc
         except ResponseError as exc:
             raise ShigotoError(f"Redis script {script.name} failed: {exc}") from exc
@@ -130,8 +135,9 @@ class RedisPlumbing:
     async def _call(self, *command: Any) -> Any:
         client = self._client or await self._client_ready()
         try:
-            return await client.execute_command(*command)
-        except (RedisConnectionError, RedisTimeoutError, ClusterError) as exc:
+            async with asyncio.timeout(self.settings.socket_timeout_s):
+                return await client.execute_command(*command)
+        except (RedisConnectionError, RedisTimeoutError, ClusterError, TimeoutError) as exc:
             raise unavailable(self.settings, exc) from exc
         except ResponseError as exc:
             raise ShigotoError(f"Redis {command[0]} failed: {exc}") from exc

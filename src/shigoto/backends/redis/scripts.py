@@ -48,6 +48,12 @@ SCRIPT_NAMES: Final = (
     "schedule_states",
     "save_schedule",
     "delete_schedule",
+    "metrics_record",
+    "metrics_read",
+    "metrics_worker_beat",
+    "metrics_worker_gone",
+    "metrics_list_workers",
+    "metrics_alert_transition",
 )
 
 LEASE_LOST: Final = -1
@@ -74,8 +80,11 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
+SCRIPTS_DIR = resources.files(__package__).joinpath("lua")
+
+
 def _read(relative: str) -> str:
-    return resources.files(__package__).joinpath("lua", relative).read_text(encoding="utf-8")
+    return SCRIPTS_DIR.joinpath(relative).read_text(encoding="utf-8")
 
 
 def _assemble(name: str) -> str:

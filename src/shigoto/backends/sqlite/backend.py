@@ -47,6 +47,7 @@ from ..contract import (
 )
 from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
+from .metrics import SqliteMetrics
 from .schedules import SchedulesMixin
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ RECORD_COLUMNS = (
     "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
     "reason, cancel_requested"
 )
-MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1")
+MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1", "metrics_v1")
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
 ENQUEUE_CHUNK = 2000
@@ -126,7 +127,7 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SqliteBackend(SchedulesMixin, SqliteDeadLetters, SqliteIdempotency):
+class SqliteBackend(SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 
     URL options: ``?poll=0.05`` (seconds between polls for work from other processes),

@@ -1,0 +1,89 @@
+-- Named SQL blocks for metrics, worker liveness and alert states (SqliteMetrics in
+-- metrics.py). One row per (queue, resolution, bucket start, job name) holds that
+-- bucket's counters as one JSON object, merged in the write transaction; worker beats
+-- and alert states are opaque blobs encoded by the core.
+
+-- metrics_v1 --
+CREATE TABLE IF NOT EXISTS metric_buckets (
+    queue      TEXT    NOT NULL,
+    resolution INTEGER NOT NULL,
+    start_ms   INTEGER NOT NULL,
+    name       TEXT    NOT NULL,
+    vals       BLOB    NOT NULL,
+    PRIMARY KEY (queue, resolution, start_ms, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS worker_beats (
+    id         TEXT    PRIMARY KEY,
+    info       BLOB    NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS worker_beats_expiry ON worker_beats (expires_ms);
+CREATE TABLE IF NOT EXISTS alert_states (
+    key        TEXT    PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    state      BLOB    NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_history (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms      INTEGER NOT NULL,
+    note       BLOB    NOT NULL
+);
+
+-- metrics_get_bucket --
+SELECT vals FROM metric_buckets
+WHERE queue = :queue AND resolution = :resolution AND start_ms = :start AND name = :name;
+
+-- metrics_put_bucket --
+INSERT INTO metric_buckets (queue, resolution, start_ms, name, vals)
+VALUES (:queue, :resolution, :start, :name, :vals)
+ON CONFLICT (queue, resolution, start_ms, name) DO UPDATE SET vals = excluded.vals;
+
+-- metrics_prune --
+-- Bounded: at most :limit rows per call; the primary key makes the range a seek.
+DELETE FROM metric_buckets
+WHERE (queue, resolution, start_ms, name) IN (
+    SELECT queue, resolution, start_ms, name FROM metric_buckets
+    WHERE queue = :queue AND resolution = :resolution AND start_ms < :before
+    LIMIT :limit
+);
+
+-- metrics_read --
+SELECT name, start_ms, vals FROM metric_buckets
+WHERE queue = :queue AND resolution = :resolution AND start_ms >= :since AND start_ms < :until
+ORDER BY start_ms, name;
+
+-- metrics_worker_beat --
+INSERT INTO worker_beats (id, info, expires_ms) VALUES (:id, :info, :expires)
+ON CONFLICT (id) DO UPDATE SET info = excluded.info, expires_ms = excluded.expires_ms;
+
+-- metrics_worker_expire --
+DELETE FROM worker_beats WHERE id IN (
+    SELECT id FROM worker_beats WHERE expires_ms < :now LIMIT :limit
+);
+
+-- metrics_worker_gone --
+DELETE FROM worker_beats WHERE id = :id;
+
+-- metrics_list_workers --
+SELECT info FROM worker_beats WHERE expires_ms >= :now ORDER BY id LIMIT :limit;
+
+-- metrics_alert_states --
+SELECT key, version, state FROM alert_states ORDER BY key LIMIT :limit;
+
+-- metrics_alert_version --
+SELECT version FROM alert_states WHERE key = :key;
+
+-- metrics_alert_put --
+INSERT INTO alert_states (key, version, state, updated_ms) VALUES (:key, :version, :state, :now)
+ON CONFLICT (key) DO UPDATE
+SET version = excluded.version, state = excluded.state, updated_ms = excluded.updated_ms;
+
+-- metrics_alert_note --
+INSERT INTO alert_history (at_ms, note) VALUES (:now, :note);
+
+-- metrics_alert_trim --
+DELETE FROM alert_history WHERE seq <= (SELECT MAX(seq) FROM alert_history) - :keep;
+
+-- metrics_alert_history --
+SELECT note FROM alert_history ORDER BY seq DESC LIMIT :limit;

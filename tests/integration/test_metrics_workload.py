@@ -1,0 +1,163 @@
+"""Metrics recorded by real workers, checked against a known workload."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from shigoto import App, JobContext
+from shigoto.backends.contract import MINUTE_MS
+from shigoto.clock import FrozenClock
+from shigoto.job import JobRecord, JobState
+from shigoto.metrics import (
+    BOUNDS_MS,
+    MetricsRecorder,
+    WorkerInfo,
+    histogram,
+    latency,
+    quantile_ms,
+    worker_health,
+)
+
+QUEUE = "work"
+
+
+async def test_90_completed_10_failed_gives_a_10_percent_failure_rate(app: App) -> None:
+    @app.job(queue=QUEUE, attempts=1)
+    async def ok(ctx: JobContext, slow: bool) -> None:
+        if slow:
+            await asyncio.sleep(0.2)
+
+    @app.job(queue=QUEUE, attempts=1)
+    async def broken(ctx: JobContext) -> None:
+        raise RuntimeError("boom")
+
+    queue = app.queue(QUEUE)
+    await queue.add_bulk({"name": "ok", "data": {"slow": n < 10}} for n in range(90))
+    await queue.add_bulk({"name": "broken", "data": {}} for _ in range(10))
+    await app.worker([QUEUE], concurrency=20, burst=True, handle_signals=False).run()
+
+    snap = await app.metrics(QUEUE).snapshot()
+    assert (snap.completed, snap.failed, snap.dead_new) == (90, 10, 10)
+    assert snap.failure_rate == 0.1
+    assert snap.success_rate == 0.9
+    assert snap.backlog == 0 and snap.dead == 10 and snap.completed_total == 90
+    assert snap.processing.count == 100
+    # 10 of 100 attempts slept 200 ms: the p95 lies in the (100, 250] ms bucket,
+    # the median among the instant ones.
+    assert snap.processing.p95_s is not None and 0.1 < snap.processing.p95_s <= 0.25
+    assert snap.processing.p50_s is not None and snap.processing.p50_s <= 0.05
+    assert snap.wait.count == 100 and snap.wait.avg_s is not None
+    assert snap.jobs["ok"].completed == 90 and snap.jobs["broken"].failure_rate == 1.0
+    points = await app.metrics(QUEUE).series(last=2)
+    assert sum(p.completed for p in points) == 90
+
+
+async def test_metrics_off_records_nothing(app: App) -> None:
+    @app.job(queue=QUEUE)
+    async def ok(ctx: JobContext) -> None:
+        return None
+
+    await app.queue(QUEUE).add("ok", {})
+    await app.worker([QUEUE], burst=True, handle_signals=False, metrics=False).run()
+    snap = await app.metrics(QUEUE).snapshot()
+    assert snap.completed == 0 and snap.completed_total == 1
+
+
+async def test_granularity_guard_counts_jobs_over_their_target(app: App) -> None:
+    @app.job(queue=QUEUE, target_s=0.05)
+    async def chunky(ctx: JobContext) -> None:
+        await asyncio.sleep(0.1)
+
+    @app.job(queue=QUEUE, target_s=0.05, long_running=True)
+    async def import_all(ctx: JobContext) -> None:
+        await asyncio.sleep(0.1)
+
+    await app.queue(QUEUE).add_bulk(
+        [{"name": "chunky", "data": {}}] * 3 + [{"name": "import_all", "data": {}}] * 2
+    )
+    await app.worker([QUEUE], concurrency=5, burst=True, handle_signals=False).run()
+    snap = await app.metrics(QUEUE).snapshot()
+    assert snap.jobs["chunky"].slow == 3
+    assert snap.jobs["import_all"].slow == 0
+    assert snap.slow == 3
+
+
+async def test_a_running_worker_reports_liveness_and_goes_away(app: App) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @app.job(queue=QUEUE)
+    async def hold(ctx: JobContext) -> None:
+        started.set()
+        await release.wait()
+
+    await app.queue(QUEUE).add("hold", {})
+    worker = app.worker([QUEUE], concurrency=2, handle_signals=False, name="w-live")
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 10)
+    for _ in range(100):
+        health = await worker_health(app)
+        if health and health[0].info.running == 1:
+            break
+        await asyncio.sleep(0.05)
+    [h] = [h for h in await worker_health(app) if h.info.id == "w-live"]
+    assert h.status == "ok" and h.info.queues == [QUEUE] and h.info.concurrency == 2
+    release.set()
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+    assert [h for h in await worker_health(app) if h.info.id == "w-live"] == []
+
+
+async def test_a_worker_that_stopped_claiming_is_reported_stuck(backend_url: str) -> None:
+    clock = FrozenClock()
+    app = App(backend_url, clock=clock)
+    try:
+        backend = await app.backend()
+        await app.queue(QUEUE).add("x", {})
+        info = WorkerInfo(
+            id="w-stuck", host="h", pid=1, queues=[QUEUE], concurrency=4, running=0,
+            processed=10, failed=0, started_ms=clock.now_ms() - 600_000,
+            beat_ms=clock.now_ms(), last_claim_ms=clock.now_ms() - 120_000,
+        )  # fmt: skip
+        await backend.worker_beat(
+            info.id, msgspec.json.encode(info), expires_ms=clock.now_ms() + 30_000,
+            now_ms=clock.now_ms(),
+        )  # fmt: skip
+        [h] = await worker_health(app)
+        assert h.status == "stuck" and h.idle_s == 120
+        await app.queue(QUEUE).pause()
+        [h] = await worker_health(app)
+        assert h.status == "idle"
+    finally:
+        await app.close()
+
+
+def test_recorder_buckets_known_durations() -> None:
+    recorder = MetricsRecorder(lambda name: 50)
+    t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS
+    for ms in range(1, 101):  # durations 1..100 ms, each waited 1 s
+        record = JobRecord(
+            id=str(ms), queue="q", name="n", payload=b"{}", options=msgspec.convert({}, _opts()),
+            state=JobState.ACTIVE, priority=0, created_ms=t0, ready_ms=t0,
+        )  # fmt: skip
+        recorder.observe(record, t0 + 1000, t0 + 1000 + ms, "completed")
+    [sample] = recorder.drain()
+    values = sample.values
+    assert values["completed"] == 100 and values["slow"] == 50
+    assert values["run_ms"] == sum(range(1, 101))
+    run = latency(values, "run")
+    assert run.avg_s == 0.0505
+    assert run.p95_s is not None and 0.05 < run.p95_s <= 0.1
+    wait = latency(values, "wait")
+    assert wait.avg_s == 1.0
+    assert sum(histogram(values, "run")) == 100
+    assert quantile_ms([0] * (len(BOUNDS_MS) + 1), 0.5) is None
+    assert recorder.drain() == []
+
+
+def _opts() -> type:
+    from shigoto.job import JobOptions
+
+    return JobOptions
