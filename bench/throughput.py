@@ -37,7 +37,13 @@ async def run_worker(args: argparse.Namespace) -> None:
     async def noop(ctx: JobContext, n: int) -> None:
         return None
 
-    worker = app.worker([args.queue], args.concurrency, burst=True, handle_signals=False)
+    worker = app.worker(
+        [args.queue],
+        args.concurrency,
+        burst=True,
+        handle_signals=False,
+        metrics=not args.no_metrics,
+    )
     await app.backend()  # connect (and migrate) before the clock starts
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # wait for "go"
@@ -84,6 +90,7 @@ def drain(args: argparse.Namespace) -> tuple[int, float]:
         args.queue,
         "--concurrency",
         str(args.concurrency),
+        *(["--no-metrics"] if args.no_metrics else []),
     ]
     children = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -114,6 +121,8 @@ def reproduce(args: argparse.Namespace) -> str:
     parts += ["--concurrency", str(args.concurrency), "--processes", str(args.processes)]
     if args.remove_on_complete:
         parts.append("--remove-on-complete")
+    if args.no_metrics:
+        parts.append("--no-metrics")
     return shlex.join(parts)
 
 
@@ -125,6 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument(
         "--remove-on-complete", action="store_true", help="delete jobs as they complete"
+    )
+    parser.add_argument(
+        "--no-metrics", action="store_true", help="workers record no metrics (overhead check)"
     )
     parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

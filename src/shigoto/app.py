@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import typing
 import weakref
@@ -22,6 +23,9 @@ from .portal import Portal
 from .queue import Queue
 from .retry import ShouldRetry
 from .scheduler import Misfire, Schedule, Scheduler, Schedules
+from .security.audit import Audit, AuditSettings, acting_as
+from .security.guard import GuardPolicy
+from .security.protect import PayloadSecurity
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -51,6 +55,8 @@ class App:
         *,
         clock: Clock | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        guard: GuardPolicy | bool | None = None,
+        audit: AuditSettings | bool | None = None,
         **defaults: Any,
     ) -> None:
         self.url = url or os.environ.get("SHIGOTO_URL") or DEFAULT_URL
@@ -59,6 +65,14 @@ class App:
         if not isinstance(max_payload_bytes, int) or max_payload_bytes <= 0:
             raise ConfigurationError(f"max_payload_bytes must be > 0, got {max_payload_bytes!r}")
         self.max_payload_bytes = max_payload_bytes
+        self.security = PayloadSecurity(guard)
+        """Payload guard and field encryption (shigoto.security)."""
+        if audit is None or audit is True:
+            audit = AuditSettings()
+        elif audit is False:
+            audit = AuditSettings(enabled=False)
+        self.audit = Audit(self, audit)
+        """The audit trail: ``await app.audit.query(job_id=...)``."""
         self.default_options = msgspec.structs.replace(JobOptions(), **option_overrides(**defaults))
         self.handlers: dict[str, JobHandler[Any]] = {}
         self.events = EventBus()
@@ -114,6 +128,8 @@ class App:
         ``enqueue`` and ``Job.wait_until_finished`` for type checkers.
         """
         long_running = bool(options.pop("long_running", False))
+        encrypt = options.pop("encrypt", None)
+        allow_sensitive = options.pop("allow_sensitive", None)
         target_s = float(options.pop("target_s", 60.0))
         overrides = option_overrides(**options)
         if should_retry is not None and not callable(should_retry):
@@ -126,6 +142,7 @@ class App:
             if job_name in self.handlers:
                 raise ConfigurationError(f"a handler named {job_name!r} is already registered")
             self.queue(queue)  # validates the queue name
+            self.security.declare(job_name, encrypt, allow_sensitive)
             handler: JobHandler[Any] = JobHandler(
                 self,
                 func,
@@ -203,11 +220,16 @@ class App:
     async def schedule(self, name: str, job: str | JobHandler[Any], **settings: Any) -> Schedule:
         """Add or replace a schedule at run time, stored in the backend for every
         scheduler: ``await app.schedule("nightly", "backup", cron="0 2 * * *")``."""
-        return await self.schedules.schedule(name, job, **settings)
+        schedule = await self.schedules.schedule(name, job, **settings)
+        await self.audit.record("schedule.save", details={"schedule": name, "job": schedule.job})
+        return schedule
 
     async def unschedule(self, name: str) -> bool:
         """Remove a run-time schedule; False when there was none."""
-        return await self.schedules.unschedule(name)
+        removed = await self.schedules.unschedule(name)
+        if removed:
+            await self.audit.record("schedule.delete", details={"schedule": name})
+        return removed
 
     def schedule_sync(self, name: str, job: str | JobHandler[Any], **settings: Any) -> Schedule:
         return self.portal.call(self.schedule, name, job, **settings)
@@ -264,8 +286,24 @@ class App:
 
     # -- plumbing --------------------------------------------------------------------
 
-    def encode_payload(self, name: str, data: Mapping[str, Any] | None) -> bytes:
-        """Job data as JSON bytes, with errors that name the job and the problem."""
+    def actor(self, actor: str) -> contextlib.AbstractContextManager[str]:
+        """``with app.actor("alice"): ...``: audit entries written and jobs enqueued in
+        the block carry ``alice`` (jobs as ``ctx.actor``). A context variable, so
+        concurrent tasks and threads keep their own."""
+        return acting_as(actor)
+
+    def encode_payload(
+        self,
+        name: str,
+        data: Mapping[str, Any] | None,
+        *,
+        encrypt: Sequence[str] | None = None,
+        allow_sensitive: Sequence[str] | None = None,
+    ) -> bytes:
+        """Job data as JSON bytes, with errors that name the job and the problem.
+
+        The payload guard runs here (every enqueue path comes through), then the
+        fields to encrypt are sealed (shigoto.security)."""
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -280,6 +318,9 @@ class App:
             payload = msgspec.json.encode(data)
         except (TypeError, ValueError, OverflowError) as exc:
             raise PayloadError(f"job {name!r}: data is not JSON-encodable: {exc}") from None
+        payload = self.security.protect(
+            name, data, payload, encrypt=encrypt, allow_sensitive=allow_sensitive
+        )
         if len(payload) > self.max_payload_bytes:
             raise PayloadError(
                 f"job {name!r}: data is {len(payload)} bytes, over the limit of "

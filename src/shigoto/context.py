@@ -68,6 +68,13 @@ class JobContext:
         return self._worker.id
 
     @property
+    def actor(self) -> str | None:
+        """Who enqueued this job (``with app.actor("alice")`` at enqueue time, else the
+        producer's ``user@host``). Check permissions with it here, at run time, instead
+        of passing credentials in the job data (see docs/security.md)."""
+        return self.job.options.actor
+
+    @property
     def scheduled_at(self) -> datetime | None:
         """For a job fired by a schedule: the tick it was fired for (timezone-aware,
         UTC), even when it runs late; ``.astimezone(ZoneInfo(...))`` for local time.
@@ -147,6 +154,7 @@ class SyncJobContext:
         self.job_id, self.name, self.queue = ctx.job_id, ctx.name, ctx.queue
         self.attempt, self.worker_id = ctx.attempt, ctx.worker_id
         self.scheduled_at = ctx.scheduled_at
+        self.actor = ctx.actor
 
     @property
     def cancelled(self) -> bool:

@@ -51,6 +51,7 @@ from .dead_letter_query import (
 from .errors import ConfigurationError
 from .fingerprint import Fingerprint
 from .job import AttemptError, JobState
+from .security.audit import current_actor
 
 if TYPE_CHECKING:
     from .app import App
@@ -408,7 +409,11 @@ class DeadLetterOps:
     async def _purge_ids(self, backend: Backend, job_ids: list[str]) -> list[str]:
         deleted: list[str] = []
         for start in range(0, len(job_ids), MAX_BATCH):
-            deleted += await backend.purge_dead(self.name, job_ids[start : start + MAX_BATCH])
+            gone = await backend.purge_dead(self.name, job_ids[start : start + MAX_BATCH])
+            await self.app.audit.append(
+                [self.app.audit.entry("purge", queue=self.name, job_id=i) for i in gone], backend
+            )
+            deleted += gone
         return deleted
 
 
@@ -430,7 +435,8 @@ class _Mover:
         self.start_ms = self.clock.now_ms()
         self.moved = 0
         self.step = MAX_BATCH if rate is None else max(1, min(MAX_BATCH, math.ceil(rate / 10)))
-        who = actor or default_actor()
+        who = actor or current_actor()
+        self.who = who
         self.note = AttemptError(
             attempt=0,
             error_type="Redriven",
@@ -454,6 +460,14 @@ class _Mover:
             )
             self.moved += len(done)
             moved += done
+            audit = self.ops.app.audit
+            await audit.append(
+                [
+                    audit.entry("redrive", queue=self.ops.name, job_id=i, actor=self.who)
+                    for i in done
+                ],
+                self.backend,
+            )
         return moved
 
 

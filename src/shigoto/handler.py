@@ -142,9 +142,7 @@ class JobHandler(Generic[R, P]):
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Blocking twin of :meth:`enqueue` for sync code (Django, Flask, scripts)."""
-        data = {k: v for k, v in kwargs.items() if k not in ENQUEUE_PARAMS}
-        options = {k: v for k, v in kwargs.items() if k in ENQUEUE_PARAMS}
-        return self.app.portal.call(self._add, args, data, options)
+        return self.app.portal.call(self.enqueue, *args, **kwargs)
 
     def with_options(
         self,
@@ -262,7 +260,7 @@ class BoundEnqueue(Generic[R, P]):
         return await self.handler._add(args, kwargs, self.options)
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
-        return self.handler.app.portal.call(self.handler._add, args, kwargs, self.options)
+        return self.handler.app.portal.call(self.enqueue, *args, **kwargs)
 
 
 class JobDecorator(Protocol):

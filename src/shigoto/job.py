@@ -51,6 +51,8 @@ class DeadReason(enum.StrEnum):
     NO_HANDLER = "no_handler"
     TIMEOUT = "timeout"
     BAD_PAYLOAD = "bad_payload"
+    DECRYPTION_FAILED = "decryption_failed"
+    """An encrypted field could not be decrypted (no key, unknown key, tampered)."""
 
 
 class Retention(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -132,6 +134,9 @@ class JobOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     remove_on_complete: Retention = KEEP_ALL
     remove_on_fail: Retention = KEEP_ALL
     max_stalls: int = 1
+    actor: str | None = None
+    """Who enqueued the job (``with app.actor(...)``, else ``user@host``); the handler
+    reads it as ``ctx.actor`` to check permissions at run time (shigoto.security)."""
 
 
 OPTION_NAMES = frozenset(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import os
 import socket
@@ -163,6 +164,7 @@ class MetricsReporter:
         self.recorder = MetricsRecorder(target_ms)
         self._started_ms = app.clock.now_ms()
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._failing = False
 
     def start(self, backend: Backend) -> None:
@@ -170,8 +172,12 @@ class MetricsReporter:
 
     async def close(self, backend: Backend) -> None:
         """Stop the loop, write what is left, and tell readers this worker is gone."""
+        self._stop.set()
         if self._task is not None:
-            self._task.cancel()
+            # Let a flush in progress finish (its samples are already drained).
+            done, _ = await asyncio.wait({self._task}, timeout=5.0)
+            if not done:
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.flush(backend)
         try:
@@ -182,12 +188,13 @@ class MetricsReporter:
     async def _loop(self, backend: Backend) -> None:
         next_beat = 0.0
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stop.is_set():
             await self.flush(backend)
             if loop.time() >= next_beat:
                 next_beat = loop.time() + BEAT_S
                 await self.beat(backend)
-            await asyncio.sleep(FLUSH_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), FLUSH_S)
 
     async def flush(self, backend: Backend) -> None:
         samples = self.recorder.drain()

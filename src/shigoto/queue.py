@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -27,6 +27,7 @@ from .job import (
     validate_delay,
     validate_job_id,
 )
+from .security.audit import current_actor
 
 if TYPE_CHECKING:
     from .app import App
@@ -68,6 +69,8 @@ class Queue(DeadLetterOps):
         delay: Seconds | None = None,
         dedup_key: str | None = None,
         dedup_ttl: Seconds | None = None,
+        encrypt: Sequence[str] | None = None,
+        allow_sensitive: Sequence[str] | None = None,
         **options: Any,
     ) -> Job:
         """Add one job. Adding an existing ``job_id`` returns that job (``created=False``).
@@ -78,16 +81,49 @@ class Queue(DeadLetterOps):
         ``dedup_key``: while a job added with this key is waiting, delayed or active
         (or for ``dedup_ttl`` seconds after it was added), adding another returns that
         job (``created=False``) instead; see :mod:`shigoto.idempotency`.
+
+        ``encrypt``: field paths stored encrypted (added to the job's own);
+        ``allow_sensitive``: field paths the payload guard lets through
+        (see :mod:`shigoto.security`).
         """
         now = self.app.clock.now_ms()
         new = self._new_job(
-            name, data, job_id, delay, options, now, dedup_key=dedup_key, dedup_ttl=dedup_ttl
+            name,
+            data,
+            job_id,
+            delay,
+            options,
+            now,
+            dedup_key=dedup_key,
+            dedup_ttl=dedup_ttl,
+            encrypt=encrypt,
+            allow_sensitive=allow_sensitive,
         )
         backend = await self.app.backend()
         if new.dedup_key is not None:
             require_idempotency(backend)
-        [done] = await backend.enqueue([new], now)
-        return Job(self, done.id, created=done.created)
+        done = await backend.enqueue([new], now)
+        await self._audit_enqueued([new], done, backend)
+        return Job(self, done[0].id, created=done[0].created)
+
+    async def _audit_enqueued(
+        self, jobs: Sequence[NewJob], done: Sequence[Enqueued], backend: Backend
+    ) -> None:
+        audit = self.app.audit
+        if not (audit.settings.enabled and audit.settings.enqueues):
+            return
+        entries = [
+            audit.entry(
+                "enqueue",
+                queue=new.queue,
+                job_id=new.id,
+                actor=new.options.actor,
+                details={"name": new.name},
+            )
+            for new, result in zip(jobs, done, strict=True)
+            if result.created
+        ]
+        await audit.append(entries, backend)
 
     async def add_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
         """Add many jobs in few backend round trips (chunks of 1,000).
@@ -107,12 +143,19 @@ class Queue(DeadLetterOps):
             async for batch, now in self._bulk_batches(iterator, backend):
                 if storing is not None:
                     out.extend(Job(self, d.id, created=d.created) for d in await storing)
-                storing = asyncio.ensure_future(backend.enqueue(batch, now))
+                storing = asyncio.ensure_future(self._store_audited(batch, now, backend))
         finally:
             if storing is not None:
                 done = await storing
                 out.extend(Job(self, d.id, created=d.created) for d in done)
         return out
+
+    async def _store_audited(
+        self, batch: list[NewJob], now: int, backend: Backend
+    ) -> list[Enqueued]:
+        done = await backend.enqueue(batch, now)
+        await self._audit_enqueued(batch, done, backend)
+        return done
 
     async def _bulk_batches(
         self, iterator: Iterator[Mapping[str, Any]], backend: Backend
@@ -142,6 +185,8 @@ class Queue(DeadLetterOps):
                             now,
                             dedup_key=spec.pop("dedup_key", None),
                             dedup_ttl=spec.pop("dedup_ttl", None),
+                            encrypt=spec.pop("encrypt", None),
+                            allow_sensitive=spec.pop("allow_sensitive", None),
                         )
                     )
                     if batch[-1].dedup_key is not None:
@@ -163,14 +208,19 @@ class Queue(DeadLetterOps):
         *,
         dedup_key: str | None = None,
         dedup_ttl: Seconds | None = None,
+        encrypt: Sequence[str] | None = None,
+        allow_sensitive: Sequence[str] | None = None,
     ) -> NewJob:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
         handler = self.app.handlers.get(name)
         layered = {**self.defaults, **(handler.options if handler else {})}
         layered.update(option_overrides(**options))
+        layered["actor"] = current_actor()
         merged = msgspec.structs.replace(self.app.default_options, **layered)
-        payload = self.app.encode_payload(name, data)
+        payload = self.app.encode_payload(
+            name, data, encrypt=encrypt, allow_sensitive=allow_sensitive
+        )
         delay_ms = to_ms(validate_delay(delay))
         key, ttl_ms = dedup_fields(dedup_key, dedup_ttl)
         return NewJob(
@@ -221,14 +271,21 @@ class Queue(DeadLetterOps):
     async def cancel(self, job_id: str) -> JobState | None:
         """Cancel a waiting or delayed job; flag an active one. Returns its state after."""
         backend = await self.app.backend()
-        return await backend.cancel(self.name, job_id, now_ms=self.app.clock.now_ms())
+        state = await backend.cancel(self.name, job_id, now_ms=self.app.clock.now_ms())
+        if state is not None:
+            await self.app.audit.record(
+                "cancel", queue=self.name, job_id=job_id, details={"state": state.value}
+            )
+        return state
 
     async def pause(self) -> None:
         """Workers stop taking jobs from this queue (running ones finish)."""
         await (await self.app.backend()).set_paused(self.name, True)
+        await self.app.audit.record("pause", queue=self.name)
 
     async def resume(self) -> None:
         await (await self.app.backend()).set_paused(self.name, False)
+        await self.app.audit.record("resume", queue=self.name)
 
     async def is_paused(self) -> bool:
         return await (await self.app.backend()).is_paused(self.name)

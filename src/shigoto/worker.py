@@ -42,6 +42,8 @@ from .errors import ConfigurationError, LeaseLost, ShigotoError
 from .events import Event, EventBus, EventType, Listener
 from .job import AttemptError, DeadReason, JobRecord, JobState
 from .retry import GiveUp, RetryAt, decide
+from .security.audit import RunRecorder
+from .security.encryption import DecryptionError
 
 if TYPE_CHECKING:
     from .app import App
@@ -137,6 +139,7 @@ class Worker:
         self._heartbeat: Any = None
         self._outage_logged = False
         self._metrics: MetricsReporter | None = None
+        self._runs = RunRecorder(app.audit, self.id)
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -175,6 +178,7 @@ class Worker:
         if self._stop_before_start[0]:
             self._request_stop(self._stop_before_start[1])
         self._backend = await self.app.backend()
+        self._runs.start(self._backend)
         self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="shigoto-job")
         heartbeat_s = self.settings.heartbeat_s or self.settings.lease_s / 3
         self._heartbeat = Heartbeat(
@@ -248,6 +252,7 @@ class Worker:
             self._held.clear()
         if self._metrics is not None:
             await self._metrics.close(self._require_backend())
+        await self._runs.close()
         self._heartbeat.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -299,8 +304,14 @@ class Worker:
                 log.warning("worker %s: backend reachable again", self.id)
                 failures, self._outage_logged = 0, False
             if claimed:
-                continue
-            if self.settings.burst and not self._running and await self._queues_empty():
+                await asyncio.sleep(0)  # let the jobs just started run before the next call
+                # Fewer than asked: the queues are drained. A backend with blocking waits
+                # wakes us for anything added after this claim, so wait right away
+                # instead of paying a round trip for an empty claim first.
+                drained = claimed < free and backend.capabilities.blocking_wait
+                if not drained or self.settings.burst:
+                    continue
+            elif self.settings.burst and not self._running and await self._queues_empty():
                 return
             await self._until(
                 backend.wait_for_work(self.queues, self.settings.idle_wait_s), self._stopping
@@ -349,6 +360,8 @@ class Worker:
         metrics = self._metrics
         if metrics is not None:
             metrics.recorder.last_claim_ms = started_ms
+        actor = record.options.actor
+        self._runs.note("job.start", record.queue, record.id, actor, attempt=record.attempts)
         try:
             if self._wants(EventType.ACTIVE):
                 await self._emit(EventType.ACTIVE, record)
@@ -363,7 +376,9 @@ class Worker:
                         extra={"job_id": record.id, "queue": record.queue},
                     )
                     self._forget(lease)
+                    self._runs.note("job.end", record.queue, record.id, actor, outcome="lease_lost")
                     return
+                self._runs.note("job.end", record.queue, record.id, actor, outcome="released")
                 raise  # shutdown: the lease stays in _held and is released in bulk
             except Exception as exc:
                 await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
@@ -372,6 +387,7 @@ class Worker:
                     metrics.recorder.observe(
                         record, started_ms, self.app.clock.now_ms(), "completed"
                     )
+                self._runs.note("job.end", record.queue, record.id, actor, outcome="completed")
                 self._acks.append((Completion(lease, encoded, started_ms), record, result))
                 self._ack_event.set()
         finally:
@@ -397,6 +413,7 @@ class Worker:
             raise BadPayload(f"stored data of job {record.id} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise BadPayload(f"stored data of job {record.id} is not a JSON object")
+        data = self.app.security.reveal(record.name, record.payload, data)
         ctx = JobContext(self, record, lease)
         self._contexts[record.id] = ctx
         loop = asyncio.get_running_loop()
@@ -439,6 +456,9 @@ class Worker:
         if isinstance(exc, JobCancelledError):
             # The backend turns a give-back of a cancel-flagged job into `cancelled`.
             log.info("job %s (%s) stopped after cancellation", record.id, record.name, extra=extra)
+            self._runs.note(
+                "job.end", record.queue, record.id, record.options.actor, outcome="cancelled"
+            )
             try:
                 await self._require_backend().release([lease], now_ms=now, note=error)
             except Exception:
@@ -446,6 +466,15 @@ class Worker:
             self._forget(lease)
             return
         decision = self._decide(record, exc, handler)
+        self._runs.note(
+            "job.end",
+            record.queue,
+            record.id,
+            record.options.actor,
+            outcome="retry" if isinstance(decision, RetryAt) else "dead",
+            reason=None if isinstance(decision, RetryAt) else str(decision.reason),
+            error=error.error_type,
+        )
         if self._metrics is not None:
             outcome = "retried" if isinstance(decision, RetryAt) else "dead"
             self._metrics.recorder.observe(record, started_ms, now, outcome)
@@ -507,6 +536,8 @@ class Worker:
             return GiveUp(DeadReason.NO_HANDLER)
         if isinstance(exc, BadPayload):
             return GiveUp(DeadReason.BAD_PAYLOAD)
+        if isinstance(exc, DecryptionError):
+            return GiveUp(DeadReason.DECRYPTION_FAILED)
         should_retry = handler.should_retry if handler else None
         options = record.options
         try:
@@ -692,10 +723,14 @@ class Worker:
         try:
             await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (main, stopper):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(main, stopper, return_exceptions=True)
+            # An Event.wait() has nothing to clean up, so the stopper is not awaited: that
+            # saves event-loop turns on every idle wake-up (pickup latency).
+            stopper.cancel()
+            if not main.done():
+                main.cancel()
+                await asyncio.gather(main, return_exceptions=True)
+            elif not main.cancelled():
+                main.exception()  # retrieved: a failed wait is the caller's to retry
 
 
 def _encode_result(result: Any) -> bytes:

@@ -59,7 +59,9 @@ def seed(url: str) -> dict[str, str]:
             queue = app.queue("mail")
             dead = await queue.add("broken", {})
             await run_until_empty(app, "mail", concurrency=1)
-            xss = await queue.add(XSS, {"note": XSS, "password": "hunter2"})
+            xss = await queue.add(
+                XSS, {"note": XSS, "password": "hunter2"}, allow_sensitive=["password"]
+            )
             return {"xss": xss.id, "dead": dead.id}
         finally:
             await app.close()
@@ -211,8 +213,9 @@ def test_operator_redrives_with_a_dry_run_first_and_the_user_is_recorded(
     notes = [e["message"] for e in job["attempt_errors"] if e["kind"] == "note"]
     assert notes and "token:operator (dashboard)" in notes[-1]
     audit = client.get("/api/audit", headers=bearer).json()["entries"]
-    assert audit[0]["user"] == "token:operator"
-    assert audit[0]["action"] == "retry"
+    assert any(
+        e["user"].startswith("token:operator") and e["action"].endswith("retry") for e in audit
+    ), audit
 
 
 def test_job_data_is_escaped_and_secrets_masked(client: TestClient, ids: dict[str, str]) -> None:
@@ -336,3 +339,52 @@ def test_insecure_no_auth_still_requires_csrf(url: str, ids: dict[str, str]) -> 
             "/api/actions/pause", json={"queue": "mail"}, headers={"X-CSRF-Token": token.group(1)}
         )
         assert ok.status_code == 200
+
+
+def test_a_group_is_redriven_through_its_preview_page(
+    client: TestClient, ids: dict[str, str]
+) -> None:
+    csrf = sign_in(client, "alice", "correct horse")
+    groups = client.get("/api/dead-letters?queue=mail").json()["groups"]
+    assert [g["count"] for g in groups] == [1]
+    fingerprint = groups[0]["fingerprint"]
+    preview = client.get(f"/dead/confirm?queue=mail&action=redrive&fingerprint={fingerprint}")
+    assert 'data-testid="confirm"' in preview.text
+    assert ids["dead"] in preview.text
+    assert client.get(f"/api/job?queue=mail&id={ids['dead']}").json()["state"] == "dead"
+    done = client.post(
+        "/actions/redrive",
+        data={
+            "queue": "mail",
+            "fingerprint": fingerprint,
+            "csrf": csrf,
+            "next": "/dead?queue=mail",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert "1+dead+job%28s%29+redriven" in done.headers["location"]
+    assert client.get(f"/api/job?queue=mail&id={ids['dead']}").json()["state"] == "waiting"
+    assert "alice" in client.get("/activity").text
+
+
+def test_the_overview_shows_active_alerts(url: str, ids: dict[str, str]) -> None:
+    from shigoto.alerts import Monitor
+
+    app = App(url)
+    app.alerts.configure("mail", backlog=1, for_s=0)
+
+    async def evaluate() -> None:
+        try:
+            await Monitor(app).evaluate()
+        finally:
+            await app.close()
+
+    asyncio.run(evaluate())
+    with TestClient(create_app(app, users=USERS)) as client:
+        bearer = {"Authorization": f"Bearer {OP_TOKEN}"}
+        alerts = client.get("/api/overview", headers=bearer).json()["alerts"]
+        assert [(a["queue"], a["rule"]) for a in alerts] == [("mail", "backlog")]
+        assert alerts[0]["state"] in ("pending", "firing")
+        sign_in(client, "alice", "correct horse")
+        assert 'data-testid="alert"' in client.get("/").text

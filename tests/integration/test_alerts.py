@@ -15,8 +15,8 @@ import pytest
 
 from shigoto import App
 from shigoto.alerts import (
-    Alerts,
     AlertRule,
+    Alerts,
     AlertTransition,
     CallbackSink,
     Monitor,
@@ -160,7 +160,9 @@ async def test_delay_rule_sees_a_queue_nobody_consumes(frozen: tuple[App, Frozen
     assert [(t.rule, t.to_state) for t in seen] == [("delay", "firing")]
 
 
-async def test_per_queue_configuration_replaces_the_default(frozen: tuple[App, FrozenClock]) -> None:
+async def test_per_queue_configuration_replaces_the_default(
+    frozen: tuple[App, FrozenClock],
+) -> None:
     app, _ = frozen
     app.alerts.configure(QUEUE, backlog=5, for_s=0)
     await app.queue(QUEUE).add_bulk({"name": "x", "data": {}} for _ in range(5))
@@ -175,7 +177,7 @@ async def test_per_queue_configuration_replaces_the_default(frozen: tuple[App, F
 async def test_several_evaluators_notify_a_transition_once(
     frozen: tuple[App, FrozenClock], backend_url: str
 ) -> None:
-    app, clock = frozen
+    _, clock = frozen
     level = Level()
     level.value = 50
     rule = AlertRule("custom", level, threshold=10, for_s=0)
@@ -266,6 +268,8 @@ async def test_webhook_sink_gives_up_without_breaking_the_monitor(
         WebhookSink("http://127.0.0.1:9/nothing", attempts=2, backoff_s=0.01, timeout_s=0.5),
         CallbackSink(seen.append),
     ]
-    monitor = Monitor(app, Alerts(rules=[AlertRule("c", level, 10, 0)], sinks=sinks), queues=[QUEUE])
+    monitor = Monitor(
+        app, Alerts(rules=[AlertRule("c", level, 10, 0)], sinks=sinks), queues=[QUEUE]
+    )
     await monitor.evaluate()
     assert [t.to_state for t in seen] == ["firing"]

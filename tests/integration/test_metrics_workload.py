@@ -161,3 +161,31 @@ def _opts() -> type:
     from shigoto.job import JobOptions
 
     return JobOptions
+
+
+async def test_prometheus_job_labels_are_capped(app: App) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shigoto.exporter import render
+
+    await app.queue(QUEUE).add("job0", {})  # the exporter lists queues that hold jobs
+    backend = await app.backend()
+    now = app.clock.now_ms()
+    minute = now - now % MINUTE_MS
+    from shigoto.backends.contract import MetricSample
+
+    await backend.record_metrics(
+        [
+            MetricSample(QUEUE, f"job{n}", minute, {"completed": 10 - n, "run_n": 10 - n})
+            for n in range(5)
+        ],
+        now_ms=now,
+    )
+    text = (await render(app, max_job_labels=3)).decode()
+    completed = {
+        s.labels["job"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "shigoto_jobs_completed_total"
+    }
+    assert completed == {"job0": 10, "job1": 9, "other": 8 + 7 + 6}

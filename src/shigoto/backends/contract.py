@@ -473,6 +473,37 @@ class Backend(Protocol):
         """The newest transition notes, newest first (at most ``limit``). Read-only."""
         ...
 
+    # -- audit -------------------------------------------------------------------------
+    # Issue 8. An append-only trail of who did what (shigoto.security.audit decides what
+    # is recorded). There is no method to change or delete one entry: only
+    # ``audit_prune`` removes entries, and only by age (the retention setting).
+    # ``replace_payload`` serves key rotation (``shigoto keys rotate``).
+
+    async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries (at most 1000 per call), each getting a position after every
+        entry appended before it. Atomic per call."""
+        ...
+
+    async def audit_query(
+        self, where: AuditFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> AuditPage:
+        """One page of entries matching ``where``, newest first. ``cursor`` is the
+        previous page's (opaque); a page may hold fewer than ``limit`` items while more
+        match (the work of one call is bounded); only ``cursor=None`` means the end.
+        Read-only."""
+        ...
+
+    async def audit_prune(self, *, before_ms: int, limit: int = 1000) -> int:
+        """Delete up to ``limit`` of the oldest entries with ``at_ms < before_ms``
+        (retention). Returns how many went."""
+        ...
+
+    async def replace_payload(self, queue: str, job_id: str, old: bytes, new: bytes) -> bool:
+        """Compare-and-set a job's payload: when the job exists, is not ``active`` and its
+        payload is ``old``, store ``new`` and return True; otherwise change nothing and
+        return False. Atomic. Used by key rotation only."""
+        ...
+
 
 # -- records of the dead-letter and idempotency sections --------------------------------
 
@@ -566,3 +597,51 @@ class StoredAlert(msgspec.Struct, frozen=True):
     key: str
     version: int
     state: bytes
+
+
+# -- records of the audit section ----------------------------------------------------------
+
+AUDIT_BATCH = 1000
+"""The most entries one :meth:`Backend.audit_append` call takes."""
+
+
+class AuditEntry(msgspec.Struct, frozen=True):
+    """One audit record: when, who, what, on which queue / job, and details (JSON bytes
+    encoded by the core, opaque to backends)."""
+
+    at_ms: int
+    actor: str
+    action: str
+    queue: str | None = None
+    job_id: str | None = None
+    details: bytes | None = None
+
+
+class AuditFilter(msgspec.Struct, frozen=True):
+    """Which audit entries to list; None matches everything; fields combine with AND."""
+
+    job_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    queue: str | None = None
+    since_ms: int | None = None
+    """``at_ms >= since_ms``."""
+    until_ms: int | None = None
+    """``at_ms < until_ms``."""
+
+    def matches(self, entry: AuditEntry) -> bool:
+        return (
+            (self.job_id is None or entry.job_id == self.job_id)
+            and (self.actor is None or entry.actor == self.actor)
+            and (self.action is None or entry.action == self.action)
+            and (self.queue is None or entry.queue == self.queue)
+            and (self.since_ms is None or entry.at_ms >= self.since_ms)
+            and (self.until_ms is None or entry.at_ms < self.until_ms)
+        )
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    """One page of :meth:`Backend.audit_query`; ``cursor`` None means the end."""
+
+    items: list[AuditEntry]
+    cursor: str | None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .session import configure_logging, log_level, open_app, url_option
+from .session import configure_logging, log_level, missing_sqlite_file, open_app, url_option
 
 
 @click.command(short_help="Serve the web dashboard.")
@@ -47,6 +47,9 @@ def dashboard(
     level = log_level(ctx, "info")
     configure_logging(level)
     app = open_app(ctx, must_exist=False)
+    missing = missing_sqlite_file(app.url)
+    if missing is not None:
+        click.echo(f"note: no SQLite database at {missing} yet (check --url)", err=True)
     web = create_app(app, insecure_no_auth=insecure_no_auth, poll_ms=int(poll_s * 1000))
     click.echo(f"shigoto dashboard for {app.url} on http://{host}:{port}/", err=True)
     uvicorn.run(web, host=host, port=port, log_level=level.lower(), access_log=False)

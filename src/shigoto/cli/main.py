@@ -77,6 +77,10 @@ def _register() -> None:
 
     for command in (demo, dashboard, worker, jobs, stats, scheduler, schedules, dlq):
         cli.add_command(command)
+    from .monitor import alerts, metrics, monitor
+
+    for command in (alerts, monitor, metrics):
+        cli.add_command(command)
 
 
 _register()

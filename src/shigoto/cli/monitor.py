@@ -145,9 +145,7 @@ def alerts(
 @click.option("-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable).")
 @url_option
 @click.pass_context
-def monitor(
-    ctx: click.Context, app_spec: str, interval_s: float, queues: tuple[str, ...]
-) -> None:
+def monitor(ctx: click.Context, app_spec: str, interval_s: float, queues: tuple[str, ...]) -> None:
     """Evaluate APP's alert rules every --interval seconds and send transitions to its
     sinks (app.alerts). Safe to run several: each transition is notified once."""
     configure_logging(log_level(ctx, "info"))

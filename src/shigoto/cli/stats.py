@@ -24,14 +24,42 @@ async def queue_counts(
 @click.command(short_help="Jobs per state for every queue.")
 @click.option("-q", "--queue", "queues", multiple=True, help="Only these queues (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "-m", "--metrics", "show_metrics", is_flag=True, help="Also show rates and latencies."
+)
+@click.option("-w", "--watch", is_flag=True, help="Live view, redrawn every second; q quits.")
+@click.option("--frames", type=int, default=None, hidden=True, help="Stop after N redraws.")
 @url_option
 @click.pass_context
-def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
-    """Count jobs per state for every queue, and show which queues are paused."""
+def stats(
+    ctx: click.Context,
+    queues: tuple[str, ...],
+    as_json: bool,
+    show_metrics: bool,
+    watch: bool,
+    frames: int | None,
+) -> None:
+    """Count jobs per state for every queue, and show which queues are paused.
+
+    Also lists jobs that ran past their handler's target duration (split them) and
+    live workers (a worker that stopped claiming is shown as stuck). --metrics adds
+    throughput, failure rate, latency and alert state; --watch keeps it all on screen.
+    """
+    from . import watch as live
+
     app = open_app(ctx)
+    if watch:
+        run(app, lambda: live.watch(app, list(queues) or None, iterations=frames))
+        return
     counts, paused = run(app, lambda: queue_counts(app, list(queues) or None))
+    extra = run(app, lambda: live.gather(app, list(counts)))
     if as_json:
-        data = {name: {**counts[name], "paused": paused[name]} for name in counts}
+        from ..metrics import describe
+
+        data = {
+            name: {**counts[name], "paused": paused[name], "metrics": describe(snap)}
+            for name, snap in zip(counts, extra[0], strict=True)
+        }
         click.echo(msgspec.json.encode(data).decode())
         return
     console = make_console()
@@ -39,3 +67,8 @@ def stats(ctx: click.Context, queues: tuple[str, ...], as_json: bool) -> None:
         console.print(f"no queues yet at {app.url}")
         return
     console.print(counts_table(counts, paused, title=f"queues at {app.url}"))
+    if show_metrics:
+        console.print(live.metrics_table(extra[0], extra[1]))
+    for table in (live.slow_table(extra[0]), live.workers_table(extra[2])):
+        if table is not None:
+            console.print(table)

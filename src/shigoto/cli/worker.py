@@ -61,6 +61,18 @@ log = logging.getLogger("shigoto.cli")
     help="Also fire the app's schedules in this process (safe on every worker: each tick "
     "is claimed once across all schedulers).",
 )
+@click.option(
+    "--with-monitor",
+    is_flag=True,
+    help="Also evaluate the app's alert rules in this process (safe on every worker: "
+    "each transition is notified once).",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="Record metrics and a liveness beat into the backend.",
+)
 @url_option
 @click.pass_context
 def worker(
@@ -73,6 +85,8 @@ def worker(
     grace_s: float,
     name: str | None,
     with_scheduler: bool,
+    with_monitor: bool,
+    metrics: bool,
 ) -> None:
     """Run a worker for APP, given as module:attribute (like myproject.jobs:app).
 
@@ -96,6 +110,7 @@ def worker(
         lease_s=lease_s,
         shutdown_grace_s=grace_s,
         name=name,
+        metrics=metrics,
     )
     known = {handler.queue_name for handler in app.handlers.values()}
     for queue in instance.queues:
@@ -109,6 +124,11 @@ def worker(
     )
 
     async def main() -> None:
+        monitor_task = None
+        if with_monitor:
+            from ..alerts import Monitor
+
+            monitor_task = asyncio.create_task(Monitor(app, queues=instance.queues).run())
         try:
             if with_scheduler:
                 async with app.scheduler(handle_signals=False).running():
@@ -116,6 +136,9 @@ def worker(
             else:
                 await instance.run()
         finally:
+            if monitor_task is not None:
+                monitor_task.cancel()
+                await asyncio.gather(monitor_task, return_exceptions=True)
             await app.close()
 
     asyncio.run(main())

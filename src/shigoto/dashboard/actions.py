@@ -11,6 +11,7 @@ activity page.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import inspect
 import logging
@@ -96,6 +97,35 @@ async def perform(
     dry_run = params.get("dry_run") in (True, "1", "true", "on")
     if not principal.can_act and not dry_run:
         raise Forbidden(f"{principal.name} has the {principal.role.value} role: read only")
+    with _acting_as(actor_of(principal)):
+        result = await _run(app, principal, action, queue_name, dry_run, params)
+    if not dry_run:
+        await record(app, principal, action, queue_name, result, journal)
+    return result
+
+
+def _acting_as(actor: str) -> contextlib.AbstractContextManager[Any]:
+    """Make the core's own audit entries (cancel, pause, ...) name the dashboard user,
+    when the audit trail (``shigoto.security.audit``) is installed."""
+    try:
+        module = importlib.import_module("shigoto.security.audit")
+    except ImportError:
+        return contextlib.nullcontext()
+    acting_as = getattr(module, "acting_as", None)
+    if acting_as is None:
+        return contextlib.nullcontext()
+    manager: contextlib.AbstractContextManager[Any] = acting_as(actor)
+    return manager
+
+
+async def _run(
+    app: App,
+    principal: Principal,
+    action: str,
+    queue_name: str,
+    dry_run: bool,
+    params: Mapping[str, Any],
+) -> dict[str, Any]:
     queue = app.queue(queue_name)
     result: dict[str, Any] = {"action": action, "queue": queue_name, "dry_run": dry_run}
     if action in ("retry", "cancel"):
@@ -129,8 +159,6 @@ async def perform(
         result["count"] = len(ids)
         result["ids"] = ids[:PREVIEW_IDS] if dry_run else ids
         result["selection"] = selection or {"ids": len(ids_given or [])}
-    if not dry_run:
-        await record(app, principal, action, queue_name, result, journal)
     return result
 
 
@@ -153,6 +181,7 @@ async def record(
         "action": action,
         "queue": queue,
         "target": str(target),
+        "job_id": result.get("id"),
     }
     journal.add(entry)
     log.info(
@@ -174,7 +203,7 @@ async def _audit(app: App, entry: Mapping[str, Any]) -> None:
     except ImportError:
         return
     recorder = getattr(audit_module, "record", None)
-    if recorder is None or not callable(recorder):
+    if recorder is None or not callable(recorder) or getattr(app, "audit", None) is None:
         return
     try:
         outcome = recorder(
@@ -183,6 +212,8 @@ async def _audit(app: App, entry: Mapping[str, Any]) -> None:
             action=f"dashboard.{entry['action']}",
             queue=entry["queue"],
             target=entry["target"],
+            job_id=entry.get("job_id"),
+            details={"role": entry["role"]},
         )
         if inspect.isawaitable(outcome):
             await outcome

@@ -50,7 +50,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
                 return _error(401, str(exc))
             try:
                 data = await handler(request, principal)
-            except ShigotoError as exc:
+            except (ShigotoError, ValueError) as exc:
                 return _error(400, str(exc))
             return _error(404, "not found") if data is None else _json(data)
 
@@ -90,7 +90,9 @@ def api_routes(dash: Dashboard) -> list[Route]:
         return await views.worker_list(app, _now_ms())
 
     async def audit(request: Request, principal: Principal) -> Any:
-        return {"entries": list(dash.journal.entries)}
+        return await views.audit_log(
+            app, list(dash.journal.entries), actor=q(request, "actor"), action=q(request, "action")
+        )
 
     async def action(request: Request) -> Response:
         try:
@@ -209,7 +211,11 @@ def openapi_document(base: str = "") -> dict[str, Any]:
             ),
             "/api/schedules": _get("Schedules: next fire times and last run."),
             "/api/workers": _get("Workers holding leases, their queues and current jobs."),
-            "/api/audit": _get("Dashboard actions of this process, newest first."),
+            "/api/audit": _get(
+                "The audit trail (or, without it, this process's dashboard actions), newest first.",
+                _param("actor", "Only entries by this actor."),
+                _param("action", "Only this action (enqueue, redrive, dashboard.retry, ...)."),
+            ),
             "/api/actions/{action}": {
                 "post": {
                     "summary": "Run an action (operator role; dry_run previews are allowed "

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .actions import ActionLog
 from .auth import SESSION_COOKIE, Authenticator, Credential, Principal, credentials_from_env
+from .views import redacted_url
 
 if TYPE_CHECKING:
     from ..app import App
@@ -141,7 +142,7 @@ class Dashboard:
             poll_ms=self.poll_ms,
             msg=request.query_params.get("msg", ""),
             here=self.here(request),
-            url=self.app.url,
+            url=redacted_url(self.app.url),
             **context,
         )
         response = Response(page, media_type="text/html; charset=utf-8")

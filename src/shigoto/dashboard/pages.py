@@ -153,12 +153,21 @@ def page_routes(dash: Dashboard) -> list[Route]:
         )
 
     async def activity(request: Request, principal: Principal) -> Response:
+        data = await views.audit_log(
+            app,
+            list(dash.journal.entries),
+            limit=50,
+            actor=q(request, "actor"),
+            action=q(request, "action"),
+        )
         return dash.render(
             request,
             "activity.html",
             principal,
-            title="Activity",
-            entries=list(dash.journal.entries),
+            title="Audit log",
+            data=data,
+            actor=q(request, "actor"),
+            action=q(request, "action"),
         )
 
     async def act(request: Request) -> Response:

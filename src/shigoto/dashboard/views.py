@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -30,6 +31,16 @@ SENSITIVE = re.compile(
     r"pass(word|wd)?|secret|token|api[_-]?key|auth|credential|card|cvv|cvc|ssn|private[_-]?key",
     re.IGNORECASE,
 )
+
+
+def redacted_url(url: str) -> str:
+    """The backend URL without its password (``redis://:***@host``): shown on pages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 # -- queues ---------------------------------------------------------------------------
@@ -56,7 +67,7 @@ async def overview(app: App) -> dict[str, Any]:
     for queue in queues:
         totals.update(queue["counts"])
     return {
-        "url": app.url,
+        "url": redacted_url(app.url),
         "queues": queues,
         "totals": {state: totals.get(state, 0) for state in STATES},
         "alerts": await alerts(app, [q["name"] for q in queues]),
@@ -143,13 +154,14 @@ def _decoded(raw: bytes | None) -> Any:
 
 
 def _progress_percent(record: JobRecord) -> float | None:
+    """Progress as 0-100 for the bar (a completed job is done, whatever it reported)."""
+    if record.state is JobState.COMPLETED:
+        return 100.0
     value = _decoded(record.progress)
     if isinstance(value, dict):
         value = value.get("percent", value.get("progress"))
     if isinstance(value, int | float) and not isinstance(value, bool):
         return max(0.0, min(100.0, float(value)))
-    if record.state is JobState.COMPLETED:
-        return 100.0
     return None
 
 
@@ -168,6 +180,7 @@ async def job_detail(app: App, queue: str, job_id: str) -> dict[str, Any] | None
         "queue": record.queue,
         "data": mask(data),
         "options": msgspec.to_builtins(record.options),
+        "options_text": options_text(record),
         "progress_value": mask(_decoded(record.progress)),
         "result": mask(_decoded(record.result)),
         "stalls": record.stalls,
@@ -176,7 +189,44 @@ async def job_detail(app: App, queue: str, job_id: str) -> dict[str, Any] | None
         "lease_until_ms": record.lease_until_ms,
         "cancel_requested": record.cancel_requested,
         "attempt_errors": attempts,
-        "timeline": timeline(record),
+        "timeline": sorted(
+            timeline(record) + await job_audit(app, job_id), key=lambda e: int(e["at_ms"])
+        ),
+    }
+
+
+async def job_audit(app: App, job_id: str) -> list[dict[str, Any]]:
+    """The job's audit entries (who enqueued, cancelled, redrove, ran it) as timeline
+    events; empty where the audit trail is not installed."""
+    query = getattr(getattr(app, "audit", None), "query", None)
+    if query is None:
+        return []
+    try:
+        entries = await query(job_id=job_id, limit=100)
+    except Exception:
+        return []
+    return [
+        {"at_ms": int(entry.at_ms), "event": f"{entry.action} by {entry.actor}", "audit": True}
+        for entry in reversed(entries)  # oldest first, so equal times keep their order
+    ]
+
+
+def options_text(record: JobRecord) -> dict[str, str]:
+    """The job's options in words (the phrasing of ``shigoto jobs show``)."""
+    from ..cli.render import fmt_retention
+
+    options = record.options
+    backoff = options.backoff
+    return {
+        "attempts": str(options.attempts),
+        "backoff": f"{backoff.kind} from {backoff.delay_s:g} s"
+        + (f", max {backoff.max_delay_s:g} s" if backoff.max_delay_s is not None else "")
+        + (f", jitter {backoff.jitter:g}" if backoff.jitter else ""),
+        "timeout": "none" if options.timeout_s is None else f"{options.timeout_s:g} s",
+        "priority": str(options.priority),
+        "max stalls": str(options.max_stalls),
+        "on complete": fmt_retention(options.remove_on_complete),
+        "on failure": fmt_retention(options.remove_on_fail),
     }
 
 
@@ -184,7 +234,7 @@ def timeline(record: JobRecord) -> list[dict[str, Any]]:
     """State changes we can reconstruct from the record, oldest first."""
     events: list[dict[str, Any]] = [{"at_ms": record.created_ms, "event": "added"}]
     if record.ready_ms > record.created_ms + 5:
-        events.append({"at_ms": record.ready_ms, "event": "due (delayed until)"})
+        events.append({"at_ms": record.ready_ms, "event": "ready to run"})
     for error in record.errors:
         if error.attempt == 0:
             events.append({"at_ms": error.ended_ms, "event": error.message})
@@ -382,7 +432,7 @@ async def alerts(app: App, queues: list[str]) -> list[dict[str, Any]]:
         return []
     out = []
     for view in rule_views:
-        if view.state == "ok":
+        if view.state not in ("pending", "firing"):
             continue
         out.append(
             {
@@ -429,3 +479,47 @@ async def worker_list(app: App, now_ms: int) -> dict[str, Any]:
         for h in health
     ]
     return {"workers": sorted(rows, key=lambda r: str(r["id"])), "source": "liveness beats"}
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+async def audit_log(
+    app: App,
+    journal: list[dict[str, Any]],
+    *,
+    limit: int = 100,
+    actor: str = "",
+    action: str = "",
+) -> dict[str, Any]:
+    """The audit trail (``app.audit``, shigoto.security) newest first, or, where it is
+    not installed, the actions taken in this dashboard process."""
+    query = getattr(getattr(app, "audit", None), "query", None)
+    if query is None:
+        rows = [
+            e
+            for e in journal
+            if (not actor or e["user"] == actor) and (not action or e["action"] == action)
+        ]
+        return {"source": "this dashboard process", "entries": rows[:limit]}
+    try:
+        entries = await query(limit=limit, actor=actor or None, action=action or None)
+    except Exception:  # the trail is unavailable on this backend: show what we have
+        return {"source": "this dashboard process", "entries": journal[:limit]}
+    rows = []
+    for entry in entries:
+        data = msgspec.to_builtins(entry)
+        details = _decoded(entry.details) if entry.details else {}
+        details = details if isinstance(details, dict) else {"value": details}
+        rows.append(
+            {
+                "at_ms": data.get("at_ms"),
+                "user": data.get("actor", ""),
+                "role": str(details.get("role", "")),
+                "action": data.get("action", ""),
+                "queue": data.get("queue") or "",
+                "target": data.get("job_id") or str(details.get("target", "")),
+                "job_id": data.get("job_id"),
+            }
+        )
+    return {"source": "audit trail", "entries": rows}

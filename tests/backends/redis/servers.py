@@ -56,11 +56,17 @@ class RedisServer:
         appendonly: bool = False,
         cluster: bool = False,
         port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        client_kwargs: dict[str, object] | None = None,
     ) -> None:
         self.directory = directory
         self.appendonly = appendonly
         self.cluster = cluster
         self.port = port or free_port(with_bus=cluster)
+        self.extra_args = extra_args
+        """More redis-server options (TLS, a unix socket...)."""
+        self.client_kwargs = client_kwargs or {"host": "127.0.0.1", "port": self.port}
+        """How :meth:`client` (and the readiness check) reaches the server."""
         self.proc: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -69,7 +75,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0?" + "&".join(f"{k}={v}" for k, v in query.items())
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(socket_timeout=5, **self.client_kwargs)  # type: ignore[arg-type]
 
     def start(self) -> RedisServer:
         args = [
@@ -91,6 +97,7 @@ class RedisServer:
         ]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += self.extra_args
         log = (self.directory / "redis.log").open("ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()

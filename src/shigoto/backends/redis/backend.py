@@ -51,6 +51,7 @@ from ..contract import (
     NewJob,
     Recovered,
 )
+from .audit import RedisAudit
 from .connection import BlockingWaiter
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
@@ -69,7 +70,7 @@ _STATE_ORDER = (
 )
 
 
-class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics):
+class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics, RedisAudit):
     """The Redis backend. See :mod:`shigoto.backends.redis.settings` for URL forms."""
 
     capabilities = Capabilities(name="redis", multi_host=True, blocking_wait=True)

@@ -54,6 +54,8 @@ SCRIPT_NAMES: Final = (
     "metrics_worker_gone",
     "metrics_list_workers",
     "metrics_alert_transition",
+    "audit_append",
+    "replace_payload",
 )
 
 LEASE_LOST: Final = -1

@@ -45,6 +45,7 @@ from ..contract import (
     NewJob,
     Recovered,
 )
+from .audit import SqliteAudit
 from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
 from .metrics import SqliteMetrics
@@ -57,7 +58,7 @@ RECORD_COLUMNS = (
     "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
     "reason, cancel_requested"
 )
-MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1", "metrics_v1")
+MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1", "metrics_v1", "audit_v1")
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
 ENQUEUE_CHUNK = 2000
@@ -127,7 +128,9 @@ def path_from_url(url: str) -> str:
     return path
 
 
-class SqliteBackend(SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics):
+class SqliteBackend(
+    SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics, SqliteAudit
+):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 
     URL options: ``?poll=0.05`` (seconds between polls for work from other processes),

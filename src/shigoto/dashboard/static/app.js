@@ -86,14 +86,28 @@
     const summary = document.createElement("p");
     summary.className = "chart-summary";
     summary.textContent = `${totalDone} completed · ${totalFailed} failed attempts · failure rate ${share}%`;
+    const lines = [summary];
     const metrics = data.metrics;
     if (metrics && typeof metrics === "object") {
-      const keys = Object.keys(metrics).filter((k) => typeof metrics[k] === "number").slice(0, 6);
-      if (keys.length) summary.textContent += " · " + keys.map((k) => `${k} ${Math.round(metrics[k] * 100) / 100}`).join(" · ");
+      const secs = (v) => (v < 1 ? `${Math.round(v * 1000)} ms` : `${v.toFixed(2)} s`);
+      const shown = [
+        ["throughput_per_min", "throughput", (v) => `${v.toFixed(1)}/min`],
+        ["failure_rate", "failure rate", (v) => `${(v * 100).toFixed(1)}%`],
+        ["processing_p50_s", "p50", secs],
+        ["processing_p95_s", "p95", secs],
+        ["delay_s", "delay", secs],
+        ["backlog", "backlog", (v) => String(v)],
+      ].filter(([key]) => typeof metrics[key] === "number");
+      if (shown.length) {
+        const line = document.createElement("p");
+        line.className = "chart-summary chart-metrics";
+        line.textContent = "last 5 min: " + shown.map(([key, label, fmt]) => `${label} ${fmt(metrics[key])}`).join(" · ");
+        lines.push(line);
+      }
     }
     figure.querySelectorAll("svg, .chart-summary").forEach((node) => node.remove());
     figure.appendChild(svg);
-    figure.appendChild(summary);
+    for (const line of lines) figure.appendChild(line);
   }
 
   async function charts() {
@@ -112,6 +126,6 @@
   }
   if (document.querySelector("figure[data-chart]")) {
     charts();
-    setInterval(charts, Math.max(5000, pollMs * 5));
+    setInterval(charts, Math.max(3000, pollMs * 5));
   }
 })();

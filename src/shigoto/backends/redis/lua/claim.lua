@@ -35,40 +35,41 @@ local jobs, data, errors, progress, marker = KEYS[5], KEYS[6], KEYS[7], KEYS[8],
 if redis.call('HGET', meta, 'paused') == '1' then
   return {-1}
 end
-promote(delayed, wait, jobs, now, math.max(limit, PROMOTE_ON_CLAIM))
+
+local function earliest_due()
+  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  return #first > 0 and tonumber(first[2]) or -1
+end
+local next_due = earliest_due()
+if next_due >= 0 and next_due <= now then
+  promote(delayed, wait, jobs, now, math.max(limit, PROMOTE_ON_CLAIM))
+  next_due = earliest_due()
+end
+local out = {next_due}
 
 local popped = redis.call('ZPOPMIN', wait, limit)
-local ids, states, active_args = {}, {}, {}
+if #popped == 0 then
+  return out
+end
+local ids = {}
 for i = 1, #popped, 2 do
-  local id = id_of_wait(popped[i])
-  local job = cmsgpack.unpack(redis.call('HGET', jobs, id))
-  local n = #ids + 1
+  ids[#ids + 1] = id_of_wait(popped[i])
+end
+local packed = redis.call('HMGET', jobs, unpack(ids))
+local states, job_args, active_args = {}, {}, {}
+for n, id in ipairs(ids) do
+  local job = cmsgpack.unpack(packed[n])
   job.s = 'active'
   job.t = token_prefix .. n
   job.w = worker
   job.l = lease_until
   job.sm = now
   job.a = job.a + 1
-  ids[n] = id
   states[n] = cmsgpack.pack(job)
-  active_args[#active_args + 1] = int(lease_until)
-  active_args[#active_args + 1] = id
-end
-
-local next_due = -1
-local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if #first > 0 then
-  next_due = tonumber(first[2])
-end
-local out = {next_due}
-if #ids == 0 then
-  return out
-end
-
-local job_args = {}
-for n, id in ipairs(ids) do
   job_args[#job_args + 1] = id
   job_args[#job_args + 1] = states[n]
+  active_args[#active_args + 1] = int(lease_until)
+  active_args[#active_args + 1] = id
 end
 redis.call('HSET', jobs, unpack(job_args))
 redis.call('ZADD', active, unpack(active_args))
@@ -83,7 +84,8 @@ for n, id in ipairs(ids) do
   out[#out + 1] = progs[n]
 end
 
-if redis.call('ZCARD', wait) > 0 then
+-- a full batch may have left jobs behind: wake the next idle worker for them
+if #ids == limit and redis.call('ZCARD', wait) > 0 then
   wake(marker)
 end
 return out

@@ -23,43 +23,68 @@ end
 if (#ARGV - 1) / 3 > MAX_BATCH then
   return -2
 end
-local active, completed, jobs = KEYS[1], KEYS[2], KEYS[3]
+local active, completed, jobs, result = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
 local hashes = {KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
-local result = KEYS[7]
 local now = tonumber(ARGV[1])
-local out = {}
-local policies = {}
-local removed = {}
-
+local ids = {}
 for i = 2, #ARGV, 3 do
-  local id, token, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local job = job_load(jobs, id)
+  ids[#ids + 1] = ARGV[i]
+end
+if #ids == 0 then
+  return {}
+end
+-- one read and a handful of writes for the whole batch, not a few calls per job
+local packed = redis.call('HMGET', jobs, unpack(ids))
+local out, policies, seen = {}, {}, {}
+local finished, removed, job_args, index_args, result_args = {}, {}, {}, {}, {}
+for n, id in ipairs(ids) do
+  local token, value = ARGV[n * 3], ARGV[n * 3 + 1]
+  local job = nil
+  if packed[n] and not seen[id] then
+    job = cmsgpack.unpack(packed[n])
+  end
   if holds(job, token) then
-    removed[#removed + 1] = id
+    seen[id] = true
+    finished[#finished + 1] = id
     if job.rc == 0 then
-      forget(hashes, id)
+      removed[#removed + 1] = id
     else
       job.s = 'completed'
       job.fm = now
       job.t = nil
       job.l = nil
-      job_save(jobs, id, job)
+      job_args[#job_args + 1] = id
+      job_args[#job_args + 1] = cmsgpack.pack(job)
+      index_args[#index_args + 1] = 0
+      index_args[#index_args + 1] = fin_member(job, id)
       if value ~= '' then
-        redis.call('HSET', result, id, value)
+        result_args[#result_args + 1] = id
+        result_args[#result_args + 1] = value
       end
-      push_final(completed, job, id)
       if job.rc >= 0 or job.ra >= 0 then
         policies[job.rc .. ':' .. job.ra] = {job.rc, job.ra}
       end
     end
-    out[#out + 1] = 1
+    out[n] = 1
   else
-    out[#out + 1] = 0
+    out[n] = 0
   end
 end
 
+if #finished > 0 then
+  redis.call('ZREM', active, unpack(finished))
+end
 if #removed > 0 then
-  redis.call('ZREM', active, unpack(removed))
+  for _, key in ipairs(hashes) do
+    redis.call('HDEL', key, unpack(removed))
+  end
+end
+if #job_args > 0 then
+  redis.call('HSET', jobs, unpack(job_args))
+  redis.call('ZADD', completed, unpack(index_args))
+end
+if #result_args > 0 then
+  redis.call('HSET', result, unpack(result_args))
 end
 for _, policy in pairs(policies) do
   trim(completed, hashes, policy[1], policy[2], now)

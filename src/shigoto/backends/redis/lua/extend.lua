@@ -23,17 +23,30 @@ if (#ARGV - 1) / 2 > MAX_BATCH then
 end
 local active, jobs = KEYS[1], KEYS[2]
 local lease_until = tonumber(ARGV[1])
-local out = {}
+local ids = {}
 for i = 2, #ARGV, 2 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local job = job_load(jobs, id)
-  if holds(job, token) then
+  ids[#ids + 1] = ARGV[i]
+end
+if #ids == 0 then
+  return {}
+end
+local packed = redis.call('HMGET', jobs, unpack(ids))
+local out, job_args, active_args = {}, {}, {}
+for n, id in ipairs(ids) do
+  local job = packed[n] and cmsgpack.unpack(packed[n]) or nil
+  if holds(job, ARGV[n * 2 + 1]) then
     job.l = lease_until
-    job_save(jobs, id, job)
-    redis.call('ZADD', active, int(lease_until), id)
-    out[#out + 1] = job.c and 2 or 1
+    job_args[#job_args + 1] = id
+    job_args[#job_args + 1] = cmsgpack.pack(job)
+    active_args[#active_args + 1] = int(lease_until)
+    active_args[#active_args + 1] = id
+    out[n] = job.c and 2 or 1
   else
-    out[#out + 1] = 0
+    out[n] = 0
   end
+end
+if #job_args > 0 then
+  redis.call('HSET', jobs, unpack(job_args))
+  redis.call('ZADD', active, unpack(active_args))
 end
 return out

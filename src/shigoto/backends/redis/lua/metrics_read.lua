@@ -1,6 +1,7 @@
 --[[ metrics_read: the contents of metric buckets of one queue (RedisBackend.read_metrics).
 
-KEYS[1..n] bucket hashes of one queue, in start order (at most 1440)
+KEYS[1] .. KEYS[n] bucket hashes of one queue, in start order (at most 1440)
+ARGV    none
 
 Returns: for each key, its flat HGETALL reply (empty for a missing bucket)
 Errors:  -2 more than 1440 keys

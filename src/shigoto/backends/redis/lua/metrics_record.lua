@@ -3,7 +3,7 @@ Every bucket is a hash of "<job name>|<field>" -> integer; each expires at the e
 retention (minute buckets 24 h, hour buckets 30 days), which bounds storage. The
 expiry is relative (PEXPIRE): time comes in from the caller's clock, not the server's.
 
-KEYS[1..n] bucket hashes of one queue (all under the queue's hash tag)
+KEYS[1] .. KEYS[n] bucket hashes of one queue (all under the queue's hash tag)
 ARGV[1] MessagePack list of entries {k, x, f}: k = index into KEYS, x = ms left to live,
         f = flat list {field, increment, field, increment, ...}
 

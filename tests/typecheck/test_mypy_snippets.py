@@ -24,7 +24,7 @@ def run_mypy(path: Path) -> tuple[str, int]:
             "--config-file",
             str(ROOT / "pyproject.toml"),
             "--cache-dir",
-            str(ROOT / ".mypy_cache" / "typing-tests"),
+            str(ROOT / ".mypy_cache" / "typecheck-tests"),
             "--no-error-summary",
             "--hide-error-context",
             "--show-error-codes",

@@ -1,0 +1,282 @@
+"""The audit trail: who enqueued, cancelled, redrove, purged, paused, scheduled or ran
+which job, and when.
+
+Entries are appended through the backend (contract section "audit"); nothing in the
+API edits or deletes one, except pruning by age (``AuditSettings.retention_s``).
+
+Who is "who": the **actor** of the current context —
+
+* ``with app.actor("alice"): ...`` in your code (a web request handler sets it to the
+  signed-in user; it is a context variable, so concurrent requests do not mix),
+* the CLI's ``--actor`` (default: the OS user),
+* the dashboard's signed-in user,
+* otherwise ``user@host`` of the process.
+
+The enqueuing actor also travels with the job (``ctx.actor``), so the handler can check
+permissions at run time instead of receiving credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..backends.contract import AUDIT_BATCH, AuditEntry, AuditFilter, Backend
+from ..errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger(__name__)
+
+ACTIONS = (
+    "enqueue",
+    "cancel",
+    "redrive",
+    "purge",
+    "pause",
+    "resume",
+    "schedule.save",
+    "schedule.delete",
+    "keys.rotate",
+    "job.start",
+    "job.end",
+)
+"""Actions the core records (the dashboard adds ``dashboard.<action>``)."""
+
+MAX_ACTOR = 200
+_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("shigoto_actor", default=None)
+_json = msgspec.json.Encoder()
+
+
+@functools.cache
+def default_actor() -> str:
+    """``user@host`` of this process (computed once)."""
+    from ..dead_letters import default_actor as process_actor
+
+    return process_actor()
+
+
+def current_actor() -> str:
+    """The actor of the current context, or ``user@host`` of the process."""
+    return _actor.get() or default_actor()
+
+
+def explicit_actor() -> str | None:
+    """The actor set with :func:`acting_as` in this context, if any."""
+    return _actor.get()
+
+
+@contextlib.contextmanager
+def acting_as(actor: str) -> Iterator[str]:
+    """Within the block, audit entries and enqueued jobs carry ``actor``."""
+    if not isinstance(actor, str) or not actor or len(actor) > MAX_ACTOR:
+        raise ConfigurationError(f"actor must be a non-empty string of at most {MAX_ACTOR} chars")
+    token = _actor.set(actor)
+    try:
+        yield actor
+    finally:
+        _actor.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    """``App(audit=AuditSettings(...))``; ``App(audit=False)`` records nothing.
+
+    Args:
+        enqueues: record every enqueue (one entry per job, one append per bulk chunk).
+        runs: record each job's start and end (buffered, written in batches).
+        retention_s: entries older than this are pruned as new ones are written
+            (default 90 days; None keeps everything).
+    """
+
+    enabled: bool = True
+    enqueues: bool = True
+    runs: bool = True
+    retention_s: float | None = 90 * 24 * 3600.0
+
+
+class Audit:
+    """``app.audit``: write and read the trail."""
+
+    PRUNE_EVERY = 500
+
+    def __init__(self, app: App, settings: AuditSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self._appended = 0
+
+    def entry(
+        self,
+        action: str,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        actor: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntry:
+        return AuditEntry(
+            at_ms=self.app.clock.now_ms(),
+            actor=actor or current_actor(),
+            action=action,
+            queue=queue,
+            job_id=job_id,
+            details=_json.encode(details) if details else None,
+        )
+
+    async def record(
+        self,
+        action: str,
+        *,
+        queue: str | None = None,
+        job_id: str | None = None,
+        actor: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        """Append one entry (no-op when auditing is off)."""
+        if not self.settings.enabled:
+            return
+        entry = self.entry(action, queue=queue, job_id=job_id, actor=actor, details=details)
+        await self.append([entry], backend)
+
+    async def append(self, entries: Sequence[AuditEntry], backend: Backend | None = None) -> None:
+        if not self.settings.enabled or not entries:
+            return
+        backend = backend or await self.app.backend()
+        for start in range(0, len(entries), AUDIT_BATCH):
+            await backend.audit_append(entries[start : start + AUDIT_BATCH])
+        self._appended += len(entries)
+        if self.settings.retention_s is not None and self._appended >= self.PRUNE_EVERY:
+            self._appended = 0
+            before = self.app.clock.now_ms() - int(self.settings.retention_s * 1000)
+            await backend.audit_prune(before_ms=before, limit=AUDIT_BATCH)
+
+    async def query(
+        self,
+        *,
+        job_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        queue: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 100,
+    ) -> list[AuditEntry]:
+        """The newest ``limit`` entries matching every given filter, newest first."""
+        where = AuditFilter(job_id, actor, action, queue, since_ms, until_ms)
+        out: list[AuditEntry] = []
+        async for entry in self.iterate(where):
+            out.append(entry)
+            if len(out) >= limit:
+                break
+        return out
+
+    async def iterate(self, where: AuditFilter) -> AsyncIterator[AuditEntry]:
+        backend = await self.app.backend()
+        cursor: str | None = None
+        while True:
+            page = await backend.audit_query(where, cursor=cursor, limit=500)
+            for item in page.items:
+                yield item
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    def query_sync(self, **filters: Any) -> list[AuditEntry]:
+        return self.app.portal.call(self.query, **filters)
+
+
+def details_of(entry: AuditEntry) -> dict[str, Any]:
+    if entry.details is None:
+        return {}
+    decoded = msgspec.json.decode(entry.details)
+    return decoded if isinstance(decoded, dict) else {"value": decoded}
+
+
+class RunRecorder:
+    """A worker's ``job.start`` / ``job.end`` entries, written in batches by one task so
+    a busy worker pays one append per batch, not two per job. Flushed at shutdown."""
+
+    FLUSH_S = 0.2
+
+    def __init__(self, audit: Audit, worker_id: str) -> None:
+        self.audit = audit
+        self.worker_id = worker_id
+        self.enabled = audit.settings.enabled and audit.settings.runs
+        self._pending: list[AuditEntry] = []
+        self._task: asyncio.Task[None] | None = None
+        self._backend: Backend | None = None
+
+    def start(self, backend: Backend) -> None:
+        if self.enabled:
+            self._backend = backend
+            self._task = asyncio.create_task(self._loop(), name="shigoto-audit")
+
+    def note(
+        self, action: str, queue: str, job_id: str, on_behalf_of: str | None, **details: Any
+    ) -> None:
+        """Buffer one entry; the actor is the worker, the job's enqueuer is ``for``."""
+        if self.enabled:
+            details["worker_id"] = self.worker_id
+            if on_behalf_of:
+                details["for"] = on_behalf_of
+            self._pending.append(
+                self.audit.entry(
+                    action,
+                    queue=queue,
+                    job_id=job_id,
+                    actor=f"worker:{self.worker_id}",
+                    details=details,
+                )
+            )
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending and self._backend is not None:
+            batch = self._pending[:AUDIT_BATCH]
+            try:
+                await self.audit.append(batch, self._backend)
+            except Exception:
+                log.warning("audit: could not write %d run entries; retrying", len(batch))
+                return
+            del self._pending[: len(batch)]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("audit: run entries lost at shutdown")
+
+
+async def record(
+    app: App,
+    *,
+    actor: str,
+    action: str,
+    queue: str | None = None,
+    target: str | None = None,
+    job_id: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
+    """Append one entry for ``app`` (the hook the dashboard calls for its actions)."""
+    more = dict(details or {})
+    if target is not None:
+        more["target"] = target
+    await app.audit.record(action, queue=queue, job_id=job_id, actor=actor, details=more or None)

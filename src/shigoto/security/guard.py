@@ -1,0 +1,216 @@
+"""The payload guard: refuse job data that looks like it carries credentials.
+
+A queue is storage that many people and processes can read (operators, the dashboard,
+backups, a Redis replica). The brief's rule is *never put credentials in job data*:
+pass the user id and look permissions and secrets up when the job runs. The guard
+enforces it at every enqueue, before anything is stored:
+
+* **keys** whose name ends in a credential word (``password``, ``secret``, ``token``,
+  ``api_key``, ``authorization``, ``cookie``, ``session``...), matched on whole
+  segments, so ``access_token`` and ``userPassword`` are caught while
+  ``token_count`` is not;
+* **values** that are credentials whatever their key: PEM private keys, ``Bearer``
+  headers, JWTs, AWS-style access key ids, URLs with a password, well-known token
+  prefixes (``ghp_``, ``xoxb-``, ``sk_live_``), and card numbers that pass the Luhn
+  check.
+
+A refusal is a :class:`SensitiveDataError` naming the path (``data.user.password``)
+and the two ways out: ``allow_sensitive=["user.password"]`` on the enqueue (or the
+job), or ``encrypt=["user.password"]`` to store the field encrypted.
+
+Cost: the encoded JSON is first scanned with one compiled regular expression (a loose
+superset of every rule); only a payload that trips it is walked field by field. Most
+payloads (ids, counts, flags) never get past the scan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PayloadError
+
+KEY_WORDS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "client_secret",
+    "secret_key",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "cookies",
+    "session",
+    "session_id",
+    "sessionid",
+    "session_key",
+    "private_key",
+    "access_key",
+    "credential",
+    "credentials",
+    "card_number",
+    "cardnumber",
+    "cvv",
+    "cvc",
+)
+"""Key names (lower case, ``_`` between words) that mark a credential. A key matches
+when its normalised name *ends* with one of them on a word boundary."""
+
+VALUE_PATTERNS: dict[str, str] = {
+    "a PEM private key": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+    "a bearer token": r"(?i:\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*)",
+    "a JWT": r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+    "an AWS access key id": r"\b(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}\b",
+    "a URL with a password": r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@\"]+:[^/\s@\"]+@",
+    "an API token": r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|xox[baprs]-[A-Za-z0-9-]{10,}"
+    r"|sk_live_[A-Za-z0-9]{16,}|glpat-[A-Za-z0-9_-]{20,})",
+}
+"""Value rules: a description (used in the error) and a pattern ``search``-ed in every
+string value."""
+
+_CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?!\d)")
+_CARD_PREFILTER = r"(?<![\d:,\[])(?:\d[ -]?){12,18}\d"
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_SEPARATORS = re.compile(r"[\s\-.]+")
+
+
+class SensitiveDataError(PayloadError):
+    """Job data looks like it carries a credential. ``path`` names the field."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """What the guard refuses. ``App(guard=GuardPolicy(...))`` replaces the default;
+    ``App(guard=False)`` turns it off (not recommended).
+
+    Args:
+        key_words: credential words matched at the end of normalised key names.
+        value_patterns: description -> regular expression searched in string values.
+        card_numbers: refuse digit strings of 13-19 digits that pass the Luhn check.
+        allow: paths allowed for every job (``"user.password"``, lists are ``[]``-free:
+            ``"items.token"``).
+    """
+
+    key_words: tuple[str, ...] = KEY_WORDS
+    value_patterns: Mapping[str, str] = field(default_factory=lambda: dict(VALUE_PATTERNS))
+    card_numbers: bool = True
+    allow: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        words = "|".join(re.escape(w.lower()) for w in self.key_words)
+        object.__setattr__(self, "_key", re.compile(rf"(?:^|_)(?:{words})$"))
+        compiled = [(what, re.compile(p)) for what, p in self.value_patterns.items()]
+        object.__setattr__(self, "_values", compiled)
+        loose = [re.escape(w.lower()).replace("_", "[_\\-]?") for w in self.key_words]
+        parts = [f"(?i:{'|'.join(loose)})"] if loose else []
+        parts += [p for p in self.value_patterns.values()]
+        if self.card_numbers:
+            parts.append(_CARD_PREFILTER)
+        anchored = any(a in p for p in self.value_patterns.values() for a in ("^", "$", r"\A"))
+        prefilter = None if anchored else re.compile("|".join(parts).encode()) if parts else None
+        object.__setattr__(self, "_prefilter", prefilter)
+        object.__setattr__(self, "_scan_all", anchored)
+
+    def check(
+        self,
+        job: str,
+        data: Mapping[str, Any],
+        encoded: bytes,
+        *,
+        allow: Iterable[str] = (),
+        encrypted: Iterable[str] = (),
+    ) -> None:
+        """Raise :class:`SensitiveDataError` for the first credential-like field of
+        ``data`` (``encoded`` is its JSON, for the fast scan). Fields listed in
+        ``allow`` or ``encrypted`` (dotted paths) are skipped."""
+        prefilter: re.Pattern[bytes] | None = self.__dict__["_prefilter"]
+        if prefilter is not None and prefilter.search(encoded) is None:
+            return
+        if prefilter is None and not self.__dict__["_scan_all"]:
+            return
+        skip = self.allow.union(allow, encrypted)
+        found = self._walk(data, "", skip)
+        if found is not None:
+            path, why = found
+            raise SensitiveDataError(
+                f"job {job!r}: data.{path} looks like a credential ({why}); job data is "
+                "stored readable by operators and backups, so pass an id and look the "
+                f"secret up in the handler. If it must travel with the job, store it "
+                f'encrypted (encrypt=["{path}"]) or allow it '
+                f'(allow_sensitive=["{path}"])',
+                f"data.{path}",
+            )
+
+    def _walk(self, value: Any, path: str, skip: frozenset[str]) -> tuple[str, str] | None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if child in skip:
+                    continue
+                if (
+                    isinstance(key, str)
+                    and _is_secret_value(item)
+                    and self.__dict__["_key"].search(_normalise(key))
+                ):
+                    return child, f"the key {key!r} names a secret"
+                found = self._walk(item, child, skip)
+                if found is not None:
+                    return found
+        elif isinstance(value, list | tuple):
+            for item in value:
+                found = self._walk(item, path, skip)
+                if found is not None:
+                    return found
+        elif isinstance(value, str):
+            for what, pattern in self.__dict__["_values"]:
+                if pattern.search(value):
+                    return path, f"the value is {what}"
+            if self.card_numbers and _has_card_number(value):
+                return path, "the value is a card number (passes the Luhn check)"
+        return None
+
+
+DEFAULT_POLICY = GuardPolicy()
+
+
+def _normalise(key: str) -> str:
+    return _SEPARATORS.sub("_", _CAMEL.sub("_", key)).lower()
+
+
+def _is_secret_value(value: Any) -> bool:
+    """A value worth refusing under a credential key: not None, not a flag, not empty."""
+    if value is None or isinstance(value, bool):
+        return False
+    if isinstance(value, str | list | dict | tuple):
+        return len(value) > 0
+    return True
+
+
+def _has_card_number(text: str) -> bool:
+    for match in _CARD.finditer(text):
+        digits = re.sub(r"\D", "", match.group())
+        if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
+            return True
+    return False
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a digit string (what every payment card number passes)."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        n = int(char)
+        if index % 2 == 1:
+            n *= 2
+            if n > 9:
+                n -= 9
+        total += n
+    return total % 10 == 0
