@@ -23,6 +23,7 @@ from .job import JobRecord
 from .scheduler import scheduled_at
 
 if TYPE_CHECKING:
+    from .batches import BatchContext
     from .worker import Worker
 
 T = TypeVar("T")
@@ -80,6 +81,15 @@ class JobContext:
         UTC), even when it runs late; ``.astimezone(ZoneInfo(...))`` for local time.
         None for jobs not fired by a schedule."""
         return scheduled_at(self.job.id)
+
+    @property
+    def batch(self) -> BatchContext | None:
+        """For a chunk job of ``queue.add_chunks`` or its batch's follow-up job: the
+        batch (``id``, ``chunk_index``, ``await ctx.batch.info()`` for counts and
+        failed chunks). None for other jobs."""
+        from .batches import batch_context
+
+        return batch_context(self._worker.app.queue(self.queue), self.job_id)
 
     async def update_progress(self, progress: Any) -> None:
         """Record progress (a number such as 42, or a small JSON-able dict).
@@ -155,6 +165,7 @@ class SyncJobContext:
         self.attempt, self.worker_id = ctx.attempt, ctx.worker_id
         self.scheduled_at = ctx.scheduled_at
         self.actor = ctx.actor
+        self.batch = ctx.batch
 
     @property
     def cancelled(self) -> bool:

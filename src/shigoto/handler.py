@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, Protocol, overload
@@ -57,7 +57,10 @@ else:  # type-parameter defaults (PEP 696) exist for type checkers only before 3
 R2 = TypeVar("R2")
 P2 = ParamSpec("P2")
 
-ENQUEUE_PARAMS = frozenset({"job_id", "delay", "dedup_key", "dedup_ttl"}) | OPTION_NAMES
+ENQUEUE_PARAMS = (
+    frozenset({"job_id", "delay", "dedup_key", "dedup_ttl", "encrypt", "allow_sensitive"})
+    | OPTION_NAMES
+)
 """Keyword arguments of ``enqueue`` that are options, not job data."""
 
 _REPR_LIMIT = 120
@@ -158,6 +161,8 @@ class JobHandler(Generic[R, P]):
         remove_on_complete: RetentionSpec | None = None,
         remove_on_fail: RetentionSpec | None = None,
         max_stalls: int | None = None,
+        encrypt: Sequence[str] | None = None,
+        allow_sensitive: Sequence[str] | None = None,
     ) -> BoundEnqueue[R, P]:
         """Options for one enqueue, checked now:
         ``await send_welcome.with_options(delay=5, priority=1).enqueue(user_id=1)``."""
@@ -173,6 +178,8 @@ class JobHandler(Generic[R, P]):
             "remove_on_complete": remove_on_complete,
             "remove_on_fail": remove_on_fail,
             "max_stalls": max_stalls,
+            "encrypt": encrypt,
+            "allow_sensitive": allow_sensitive,
         }
         options = {k: v for k, v in given.items() if v is not None}
         option_overrides(**{k: v for k, v in options.items() if k in OPTION_NAMES})

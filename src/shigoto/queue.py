@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.contract import Backend, Enqueued, NewJob
+from .backends.contract import Backend, BatchRecord, Enqueued, NewJob
 from .clock import Seconds, to_ms
 from .dead_letters import DeadLetterOps
 from .errors import ConfigurationError
@@ -31,6 +31,7 @@ from .security.audit import current_actor
 
 if TYPE_CHECKING:
     from .app import App
+    from .batches import Batch, DeadChunkPolicy, FollowUpArg
 
 BULK_CHUNK = 1000
 BULK_YIELD_EVERY = 100
@@ -125,16 +126,35 @@ class Queue(DeadLetterOps):
         ]
         await audit.append(entries, backend)
 
-    async def add_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+    async def add_bulk(
+        self,
+        jobs: Iterable[Mapping[str, Any]],
+        *,
+        on_progress: Callable[[int], Any] | None = None,
+        return_jobs: bool = True,
+    ) -> list[Job]:
         """Add many jobs in few backend round trips (chunks of 1,000).
 
         Each item is ``{"name": ..., "data": {...}, **options}`` with the options of
         :meth:`add`. Items are validated chunk by chunk, so an iterator of millions is
         consumed in bounded memory; an invalid item stops the call with its index.
+        ``on_progress(stored_so_far)`` is called after each chunk is stored;
+        ``return_jobs=False`` returns ``[]`` instead of one handle per job (memory
+        stays bounded however many jobs the iterator yields).
         """
         backend = await self.app.backend()
         out: list[Job] = []
+        stored = 0
         iterator = iter(jobs)
+
+        def collect(done: list[Enqueued]) -> None:
+            nonlocal stored
+            stored += len(done)
+            if return_jobs:
+                out.extend(Job(self, d.id, created=d.created) for d in done)
+            if on_progress is not None:
+                on_progress(stored)
+
         # Chunk N is stored while chunk N + 1 is validated and encoded: the backend's
         # work (a server, another core) overlaps ours. Stores still run one at a time,
         # in order, and a bad item stops the call only after earlier chunks are stored.
@@ -142,12 +162,11 @@ class Queue(DeadLetterOps):
         try:
             async for batch, now in self._bulk_batches(iterator, backend):
                 if storing is not None:
-                    out.extend(Job(self, d.id, created=d.created) for d in await storing)
+                    collect(await storing)
                 storing = asyncio.ensure_future(self._store_audited(batch, now, backend))
         finally:
             if storing is not None:
-                done = await storing
-                out.extend(Job(self, d.id, created=d.created) for d in done)
+                collect(await storing)
         return out
 
     async def _store_audited(
@@ -235,6 +254,65 @@ class Queue(DeadLetterOps):
             dedup_ttl_ms=ttl_ms,
         )
 
+    async def add_chunks(
+        self,
+        name: str,
+        items: Iterable[Any],
+        *,
+        chunk_size: int = 100,
+        on_complete: FollowUpArg = None,
+        on_failure: FollowUpArg = None,
+        dead_chunks: DeadChunkPolicy = "run",
+        total_items: int | None = None,
+        on_progress: Callable[[int, int], Any] | None = None,
+        **options: Any,
+    ) -> Batch:
+        """Split ``items`` into chunk jobs of ``chunk_size`` tracked as one batch.
+
+        Each chunk job ``name`` gets the data ``items``, ``chunk_index``,
+        ``total_chunks`` (None when ``items`` has no length and ``total_items`` is not
+        given) and ``batch_id``; ``ctx.batch`` describes its batch. When every chunk
+        is final, one follow-up job runs exactly once: ``on_complete=(name, data)``,
+        or ``on_failure`` when a chunk ended dead or cancelled; without ``on_failure``,
+        ``dead_chunks="run"`` runs ``on_complete`` anyway and ``"skip"`` runs nothing.
+        ``items`` is streamed (an iterator of millions is fine);
+        ``on_progress(items_enqueued, chunks_enqueued)`` follows the enqueueing.
+        Options (``priority``, ``attempts``...) apply to every chunk. See
+        :mod:`shigoto.batches`.
+        """
+        from .batches import add_chunks
+
+        return await add_chunks(
+            self,
+            name,
+            items,
+            chunk_size=chunk_size,
+            on_complete=on_complete,
+            on_failure=on_failure,
+            dead_chunks=dead_chunks,
+            total_items=total_items,
+            on_progress=on_progress,
+            **options,
+        )
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        """The batch with this id (its record loaded), or None."""
+        from .batches import get_batch
+
+        return await get_batch(self, batch_id)
+
+    async def batches(self, *, unfinished: bool = False, limit: int = 100) -> list[Batch]:
+        """This queue's batches, newest first."""
+        from .batches import list_batches
+
+        return await list_batches(self, unfinished=unfinished, limit=limit)
+
+    async def cancel_batch(self, batch_id: str) -> BatchRecord:
+        """Cancel a batch: pending chunks cancelled, running ones see ``ctx.cancelled``."""
+        from .batches import cancel_batch
+
+        return await cancel_batch(self, batch_id)
+
     # -- inspecting --------------------------------------------------------------------
 
     async def get_job(self, job_id: str) -> Job | None:
@@ -305,6 +383,12 @@ class Queue(DeadLetterOps):
 
     def add_bulk_sync(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
         return self.app.portal.call(self.add_bulk, jobs)
+
+    def add_chunks_sync(self, name: str, items: Iterable[Any], **kwargs: Any) -> Batch:
+        return self.app.portal.call(self.add_chunks, name, items, **kwargs)
+
+    def get_batch_sync(self, batch_id: str) -> Batch | None:
+        return self.app.portal.call(self.get_batch, batch_id)
 
     def get_job_sync(self, job_id: str) -> Job | None:
         return self.app.portal.call(self.get_job, job_id)

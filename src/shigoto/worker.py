@@ -36,6 +36,7 @@ import msgspec
 
 from .backends import open_backend
 from .backends.contract import Backend, Claimed, Completion, Lease, LeaseStatus
+from .batches import BatchTracker
 from .clock import to_ms
 from .context import JobCancelledError, JobContext, SyncJobContext
 from .errors import ConfigurationError, LeaseLost, ShigotoError
@@ -140,6 +141,7 @@ class Worker:
         self._outage_logged = False
         self._metrics: MetricsReporter | None = None
         self._runs = RunRecorder(app.audit, self.id)
+        self._batches = BatchTracker(app.clock.now_ms, quiet_ms=self._lease_ms)
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
@@ -461,6 +463,9 @@ class Worker:
             )
             try:
                 await self._require_backend().release([lease], now_ms=now, note=error)
+                await self._batches.report(
+                    self._require_backend(), [(record.queue, record.id, JobState.CANCELLED)]
+                )
             except Exception:
                 log.exception("job %s: could not record its cancellation", record.id, extra=extra)
             self._forget(lease)
@@ -514,6 +519,7 @@ class Worker:
                 await backend.dead_letter(lease, reason=decision.reason, error=error, now_ms=now)
                 if self._wants(EventType.DEAD):
                     await self._emit(EventType.DEAD, record, error=error, reason=decision.reason)
+                await self._batches.report(backend, [(record.queue, record.id, JobState.DEAD)])
         except LeaseLost:
             log.warning(
                 "job %s: lease lost before its failure was recorded; whoever holds "
@@ -608,6 +614,14 @@ class Worker:
                         record.id,
                         extra={"job_id": record.id, "queue": record.queue},
                     )
+            await self._batches.report(
+                backend,
+                [
+                    (record.queue, record.id, JobState.COMPLETED)
+                    for (_, record, _), ok in zip(batch, oks, strict=True)
+                    if ok
+                ],
+            )
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -639,6 +653,9 @@ class Worker:
                                 detail={"state": item.state.value},
                             )
                         )
+                finished = [(queue, i.job_id, i.state) for i in recovered if i.state.is_final]
+                await self._batches.report(backend, finished)
+                await self._batches.sweep(backend, queue)
             await asyncio.sleep(self.settings.stall_check_s * random.uniform(0.8, 1.2))
 
     def _statuses_from_thread(self, statuses: list[tuple[Lease, LeaseStatus]]) -> None:

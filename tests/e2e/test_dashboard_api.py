@@ -388,3 +388,24 @@ def test_the_overview_shows_active_alerts(url: str, ids: dict[str, str]) -> None
         assert alerts[0]["state"] in ("pending", "firing")
         sign_in(client, "alice", "correct horse")
         assert 'data-testid="alert"' in client.get("/").text
+
+
+def test_a_tampered_expired_or_foreign_session_cookie_is_refused() -> None:
+    import time
+
+    from shigoto.dashboard.auth import Authenticator
+
+    auth = Authenticator(USERS, secret="one secret")
+    principal = auth.sign_in("alice", "correct horse", "")
+    assert principal is not None and principal.csrf
+    cookie = auth.session_cookie(principal)
+    assert auth.from_cookie(cookie) == principal
+    mac = cookie.split(".")[1]
+    payload = auth.unsign(cookie)
+    assert payload is not None
+    forged_body = auth.sign(payload.replace("alice", "bob")).split(".")[0]
+    assert auth.from_cookie(f"{forged_body}.{mac}") is None
+    assert auth.from_cookie(cookie, now_s=time.time() + 13 * 3600) is None
+    assert Authenticator(USERS, secret="another secret").from_cookie(cookie) is None
+    assert auth.sign_in("alice", "wrong", "") is None
+    assert auth.sign_in("", "", OP_TOKEN) is not None

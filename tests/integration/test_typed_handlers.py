@@ -153,3 +153,17 @@ def test_pydantic_models_work_when_pydantic_is_installed() -> None:
     assert data == {"profile": {"name": "Aiko", "age": 30}}
     with pytest.raises(PayloadError, match="'profile' is not a valid Profile"):
         app.handlers["save"].prepare((), {"profile": {"name": "Aiko", "age": "old"}})
+
+
+async def test_with_options_passes_payload_guard_options(shigoto_url: str) -> None:
+    app = App(shigoto_url)
+
+    @app.job
+    async def login(ctx: JobContext, user_id: int, password: str = "") -> None: ...
+
+    try:
+        await login.with_options(allow_sensitive=["password"]).enqueue(1, password="p")
+        [record] = await enqueued(app, name="login")
+        assert record.data == {"user_id": 1, "password": "p"}
+    finally:
+        await app.close()

@@ -504,6 +504,92 @@ class Backend(Protocol):
         return False. Atomic. Used by key rotation only."""
         ...
 
+    # -- batches -----------------------------------------------------------------------
+    # Issue 9. A batch is a group of chunk jobs in one queue (ids ``{batch_id}:{index}``)
+    # with one optional follow-up job (id ``{batch_id}:follow-up``). The core decides
+    # which follow-up runs (shigoto.batches); the backend only keeps the counters and
+    # makes "finish the batch and store its follow-up" happen at most once. A batch's
+    # data lives with its queue (one Redis Cluster slot). ``definition`` is opaque bytes
+    # written by the core.
+
+    async def create_batch(self, batch: BatchRecord) -> None:
+        """Store a new, unsealed batch (its counters zero). Atomic."""
+        ...
+
+    async def expect_batch_chunks(
+        self, queue: str, batch_id: str, first_index: int, count: int
+    ) -> None:
+        """Register chunks ``first_index .. first_index + count - 1`` as pending; called
+        before those chunk jobs are enqueued, so a report can never precede it. Atomic."""
+        ...
+
+    async def seal_batch(
+        self, queue: str, batch_id: str, *, total_chunks: int, total_items: int, now_ms: int
+    ) -> BatchRecord | None:
+        """Record that every chunk is enqueued; the batch can finish from now on. Returns
+        the batch (None if unknown). Atomic."""
+        ...
+
+    async def record_batch_chunks(
+        self,
+        queue: str,
+        batch_id: str,
+        chunks: Sequence[tuple[int, JobState]],
+        *,
+        now_ms: int,
+    ) -> BatchRecord | None:
+        """Record that these chunks reached a final state. A chunk counts once: a chunk
+        not pending (already recorded, or never expected) is ignored. Returns the batch
+        after the update (None if unknown). Atomic per call."""
+        ...
+
+    async def reconcile_batch(
+        self, queue: str, batch_id: str, *, now_ms: int, limit: int = 1000
+    ) -> BatchRecord | None:
+        """Look at up to ``limit`` pending chunks' jobs and record those already in a
+        final state (a worker died between finishing a chunk and reporting it; a chunk
+        cancelled or dead-lettered outside a worker). A chunk job no longer stored
+        counts as completed (removed by retention). Returns the batch. Atomic per call."""
+        ...
+
+    async def pending_batch_chunks(
+        self, queue: str, batch_id: str, *, limit: int = 1000
+    ) -> list[int]:
+        """Indices of up to ``limit`` chunks not yet recorded final. Read-only."""
+        ...
+
+    async def finish_batch(
+        self,
+        queue: str,
+        batch_id: str,
+        *,
+        outcome: str,
+        follow_up: NewJob | None,
+        now_ms: int,
+    ) -> bool:
+        """Finish a sealed batch whose chunks are all final, exactly once: in one atomic
+        step, when the batch is not finished yet, set ``finished_ms = now_ms``,
+        ``outcome`` and ``follow_up_id``, store ``follow_up`` as :meth:`enqueue` would
+        and return True. Otherwise (already finished, unsealed, chunks pending, unknown)
+        change nothing and return False. This flag, not the follow-up's id, makes the
+        follow-up exactly-once (it may be completed and removed already)."""
+        ...
+
+    async def get_batch(self, queue: str, batch_id: str) -> BatchRecord | None:
+        """One batch, or None. Read-only."""
+        ...
+
+    async def list_batches(
+        self, queue: str, *, unfinished: bool = False, limit: int = 100
+    ) -> list[BatchRecord]:
+        """Batches of a queue, newest first (only unfinished ones if asked). Read-only."""
+        ...
+
+    async def cancel_batch(self, queue: str, batch_id: str, *, now_ms: int) -> BatchRecord | None:
+        """Set the batch's ``cancel_requested`` flag (its chunk jobs are cancelled by the
+        core, one :meth:`cancel` each). Returns the batch, None if unknown. Atomic."""
+        ...
+
 
 # -- records of the dead-letter and idempotency sections --------------------------------
 
@@ -645,3 +731,39 @@ class AuditPage(msgspec.Struct, frozen=True):
 
     items: list[AuditEntry]
     cursor: str | None
+
+
+# -- records of the batches section ----------------------------------------------------------
+
+
+class BatchRecord(msgspec.Struct, frozen=True):
+    """A batch as stored. Counters count chunks; ``failed_chunks`` lists the indices of
+    chunks that ended ``dead`` or ``cancelled`` (ascending, at most 1000)."""
+
+    id: str
+    queue: str
+    name: str
+    """The chunk jobs' name."""
+    created_ms: int
+    definition: bytes
+    """Follow-up jobs and policy, encoded by the core (opaque to backends)."""
+    updated_ms: int = 0
+    total_chunks: int | None = None
+    """None until the batch is sealed (all chunks enqueued)."""
+    total_items: int | None = None
+    completed: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    failed_chunks: list[int] = msgspec.field(default_factory=list)
+    cancel_requested: bool = False
+    finished_ms: int | None = None
+    outcome: str | None = None
+    follow_up_id: str | None = None
+
+    @property
+    def finals(self) -> int:
+        return self.completed + self.dead + self.cancelled
+
+    @property
+    def all_final(self) -> bool:
+        return self.total_chunks is not None and self.finals >= self.total_chunks

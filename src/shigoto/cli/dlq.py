@@ -23,11 +23,11 @@ from rich.text import Text
 from ..app import App
 from ..backends.contract import DeadLetter
 from ..dead_letter_query import build_query, fingerprint_of, parse_rate
-from ..dead_letters import DeadLetterGroup, DeadLetterReport, default_actor
+from ..dead_letters import DeadLetterGroup, DeadLetterReport
 from ..errors import JobNotFound
 from ..job import DeadReason, JobRecord
 from .render import fmt_duration, fmt_short_time, fmt_time, jobs_table, make_console
-from .session import open_app, run, url_option
+from .session import cli_actor, open_app, run, url_option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -377,7 +377,7 @@ def redrive(
     per_second = parse_rate(rate) if rate else None
     selection = _selection(job_ids, filters, everything)
     app = open_app(ctx)
-    actor = default_actor()
+    actor = cli_actor()  # --actor / SHIGOTO_ACTOR, else user@host
 
     async def main() -> dict[str, list[str]]:
         moved: dict[str, list[str]] = {}

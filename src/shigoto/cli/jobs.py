@@ -13,6 +13,7 @@ from rich.text import Text
 from ..app import App
 from ..errors import JobNotFound
 from ..job import JobRecord, JobState
+from ..security.encryption import redact
 from .render import (
     attempts_text,
     fmt_duration,
@@ -155,7 +156,8 @@ def job_detail(record: JobRecord) -> Group:
     for label, value in rows:
         fields.add_row(label, value)
     try:
-        data = msgspec.json.format(msgspec.json.encode(record.data), indent=2).decode()
+        shown = redact(record.data)  # encrypted fields: «encrypted»
+        data = msgspec.json.format(msgspec.json.encode(shown), indent=2).decode()
     except msgspec.DecodeError:
         data = repr(record.payload)
     parts: list[Panel | Table | Text] = [

@@ -52,9 +52,17 @@ class ShigotoGroup(click.Group):
     help="Logging level (worker default: info; other commands: warning). "
     "'debug' also shows tracebacks of errors.",
 )
+@click.option(
+    "--actor",
+    envvar="SHIGOTO_ACTOR",
+    metavar="NAME",
+    default=None,
+    help="Who the audit trail records for this command's actions "
+    "[env: SHIGOTO_ACTOR; default: the OS user, as user@host].",
+)
 @click.version_option(__version__, prog_name="shigoto")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None, log_level: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, log_level: str | None, actor: str | None) -> None:
     """shigoto (仕事): background jobs for Python.
 
     Start with `shigoto demo`; run workers with `shigoto worker module:app`;
@@ -64,6 +72,8 @@ def cli(ctx: click.Context, url: str | None, log_level: str | None) -> None:
     if url:
         obj["url"] = url
     obj["log_level"] = log_level
+    if actor:
+        obj["actor"] = actor
 
 
 def _register() -> None:
@@ -80,6 +90,11 @@ def _register() -> None:
     from .monitor import alerts, metrics, monitor
 
     for command in (alerts, monitor, metrics):
+        cli.add_command(command)
+    from .audit import audit
+    from .keys import keys
+
+    for command in (audit, keys):
         cli.add_command(command)
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..job import JobRecord, JobState, Retention
+from ..security.encryption import redact
 
 PIPE_WIDTH = 120
 """Console width when stdout is not a terminal and ``COLUMNS`` is unset (rich would
@@ -177,7 +178,8 @@ def record_dict(record: JobRecord) -> dict[str, Any]:
     for raw, decoded in (("payload", "data"), ("result", "result"), ("progress", "progress")):
         out.pop(raw, None)
         try:
-            out[decoded] = getattr(record, "data" if raw == "payload" else f"{raw}_value")
+            value = getattr(record, "data" if raw == "payload" else f"{raw}_value")
+            out[decoded] = redact(value) if raw == "payload" else value
         except msgspec.DecodeError:
             out[decoded] = None
     out["duration_ms"] = record.duration_ms

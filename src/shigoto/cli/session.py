@@ -22,6 +22,7 @@ import click
 from ..app import DEFAULT_URL, App
 from ..backends import open_backend
 from ..errors import ConfigurationError
+from ..security.audit import acting_as, default_actor
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,12 +118,22 @@ def missing_sqlite_file(url: str) -> str | None:
     return None if path.exists() else str(path)
 
 
+def cli_actor() -> str:
+    """``--actor`` / ``SHIGOTO_ACTOR`` of this command, else ``user@host``."""
+    ctx = click.get_current_context(silent=True)
+    obj = (ctx.find_root().obj if ctx is not None else None) or {}
+    return str(obj.get("actor") or default_actor())
+
+
 def run(app: App, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` on a fresh event loop and close the app's backend afterwards."""
 
+    actor = cli_actor()
+
     async def wrapper() -> T:
         try:
-            return await main()
+            with acting_as(actor):  # the audit trail records the CLI's --actor
+                return await main()
         finally:
             await app.close()
 

@@ -15,6 +15,7 @@ import msgspec
 
 from ..errors import ConfigurationError
 from ..job import JobRecord, JobState
+from ..security.encryption import redact
 
 if TYPE_CHECKING:
     from ..app import App
@@ -178,7 +179,7 @@ async def job_detail(app: App, queue: str, job_id: str) -> dict[str, Any] | None
     return {
         **job_row(record),
         "queue": record.queue,
-        "data": mask(data),
+        "data": mask(redact(data)),  # encrypted fields show as «encrypted»
         "options": msgspec.to_builtins(record.options),
         "options_text": options_text(record),
         "progress_value": mask(_decoded(record.progress)),

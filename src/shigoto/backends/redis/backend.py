@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import RedisCluster
+from redis.exceptions import RedisError
 
 from ...job import AttemptError, JobRecord, JobState
 from ..contract import (
@@ -52,7 +53,8 @@ from ..contract import (
     Recovered,
 )
 from .audit import RedisAudit
-from .connection import BlockingWaiter
+from .batches import RedisBatches
+from .connection import BlockingWaiter, unavailable
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
 from .metrics import RedisMetrics
@@ -70,7 +72,9 @@ _STATE_ORDER = (
 )
 
 
-class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics, RedisAudit):
+class RedisBackend(
+    RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics, RedisAudit, RedisBatches
+):
     """The Redis backend. See :mod:`shigoto.backends.redis.settings` for URL forms."""
 
     capabilities = Capabilities(name="redis", multi_host=True, blocking_wait=True)
@@ -169,8 +173,11 @@ class RedisBackend(RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetr
         for queue in queues:
             marker = queue_keys(self.prefix, queue).marker
             node = None
-            if isinstance(client, RedisCluster):
-                owner = client.get_node_from_key(marker.decode())
+            if isinstance(client, RedisCluster):  # one blocking wait per node
+                try:
+                    owner = client.get_node_from_key(marker.decode())
+                except RedisError as exc:  # slot map incomplete: the cluster is failing over
+                    raise unavailable(self.settings, exc) from exc
                 node = None if owner is None else (owner.host, int(owner.port))
             groups.setdefault(node, []).append(marker)
         await self._waiter.wait(groups, timeout)

@@ -132,7 +132,13 @@ def cluster_client(settings: RedisSettings) -> RedisCluster:
 
 
 async def is_cluster(client: Client) -> bool:
-    info = await client.info("cluster")
+    """Ask the server; a user whose ACL forbids INFO is taken to be on a single Redis
+    (``?cluster=yes`` says otherwise)."""
+    try:
+        info = await client.info("cluster")
+    except ResponseError:
+        await client.ping()  # still fail loudly when the server is not there at all
+        return False
     return bool(info.get("cluster_enabled"))
 
 
@@ -141,7 +147,22 @@ def unavailable(settings: RedisSettings, exc: BaseException) -> BackendUnavailab
         reason = f"no answer within {settings.socket_timeout_s:g} s"
     else:
         reason = f"{type(exc).__name__}: {exc}"
-    return BackendUnavailable(f"Redis at {settings.display} is unreachable ({reason})")
+    return BackendUnavailable(
+        f"Redis at {settings.display} is unreachable ({reason}){_tls_hint(settings, str(exc))}"
+    )
+
+
+def _tls_hint(settings: RedisSettings, text: str) -> str:
+    """A likely TLS mismatch, said plainly (a TLS port resets a plaintext client; a
+    server certificate from an unknown CA fails verification)."""
+    lowered = text.lower()
+    if not settings.tls and ("reset by peer" in lowered or "closed by server" in lowered):
+        return "; if that port serves TLS, use a rediss:// URL"
+    if settings.tls and "certificate verify failed" in lowered:
+        return "; the server's certificate is not signed by the CA given in ssl_ca_certs"
+    if settings.tls and "wrong version number" in lowered:
+        return "; that port does not speak TLS: use redis:// or the server's --tls-port"
+    return ""
 
 
 class BlockingWaiter:

@@ -56,6 +56,13 @@ SCRIPT_NAMES: Final = (
     "metrics_alert_transition",
     "audit_append",
     "replace_payload",
+    "batch_create",
+    "batch_seal",
+    "batch_record",
+    "batch_reconcile",
+    "batch_finish",
+    "batch_cancel",
+    "batch_get",
 )
 
 LEASE_LOST: Final = -1

@@ -46,6 +46,7 @@ from ..contract import (
     Recovered,
 )
 from .audit import SqliteAudit
+from .batches import SqliteBatches
 from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
 from .metrics import SqliteMetrics
@@ -58,7 +59,14 @@ RECORD_COLUMNS = (
     "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
     "reason, cancel_requested"
 )
-MIGRATIONS = ("migration_1", "schedules_v1", "idempotency_v1", "metrics_v1", "audit_v1")
+MIGRATIONS = (
+    "migration_1",
+    "schedules_v1",
+    "idempotency_v1",
+    "metrics_v1",
+    "audit_v1",
+    "batches_v1",
+)
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
 ENQUEUE_CHUNK = 2000
@@ -129,7 +137,7 @@ def path_from_url(url: str) -> str:
 
 
 class SqliteBackend(
-    SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics, SqliteAudit
+    SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics, SqliteAudit, SqliteBatches
 ):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 

@@ -32,10 +32,9 @@ ready_ms then seq, so byte order is (ready_ms, seq) order. No number is ever pac
 into the 53-bit mantissa, so precision cannot be lost (see backend.py for the proof).
 
 State fields (short keys): s state, n name, cm created_ms, p priority, r ready_ms,
-q seq, a attempts,
-st stalls, ms max_stalls, sm started_ms, fm finished_ms, w worker_id, t token,
-l lease_until_ms, rs reason, c cancel requested, rc/ra keep-completed count/age_ms,
-fc/fa keep-dead count/age_ms (-1 = no limit).
+q seq, a attempts, st stalls, ms max_stalls, sm started_ms, fm finished_ms,
+w worker_id, t token, l lease_until_ms, rs reason, c cancel requested,
+rc/ra keep-completed count/age_ms, fc/fa keep-dead count/age_ms (-1 = no limit).
 ]]
 
 local TRIM_LIMIT = 1000
