@@ -41,9 +41,7 @@ async def new_batch(
     )
     await backend.expect_batch_chunks(queue, bid, 0, chunks)
     if chunks:
-        await enqueue(
-            backend, *(new_job(queue, f"{bid}:{i}", name="chunk") for i in range(chunks))
-        )
+        await enqueue(backend, *(new_job(queue, f"{bid}:{i}", name="chunk") for i in range(chunks)))
     if seal:
         await backend.seal_batch(
             queue, bid, total_chunks=chunks, total_items=chunks * 10, now_ms=T0 + 1
@@ -89,16 +87,16 @@ async def test_each_chunk_counts_once_whatever_its_final_state(
 
 async def test_a_chunk_never_expected_is_ignored(bat: Backend, queue_name: str) -> None:
     bid = await new_batch(bat, queue_name, 1)
-    batch = await bat.record_batch_chunks(
-        queue_name, bid, [(7, JobState.COMPLETED)], now_ms=T0 + 5
-    )
+    batch = await bat.record_batch_chunks(queue_name, bid, [(7, JobState.COMPLETED)], now_ms=T0 + 5)
     assert batch is not None and batch.finals == 0
 
 
 async def test_finish_stores_the_follow_up_once(bat: Backend, queue_name: str) -> None:
     bid = await new_batch(bat, queue_name, 2)
     job = follow_up(queue_name, bid)
-    assert not await bat.finish_batch(queue_name, bid, outcome="completed", follow_up=job, now_ms=T0)
+    assert not await bat.finish_batch(
+        queue_name, bid, outcome="completed", follow_up=job, now_ms=T0
+    )
 
     await bat.record_batch_chunks(
         queue_name, bid, [(0, JobState.COMPLETED), (1, JobState.COMPLETED)], now_ms=T0 + 5
@@ -167,9 +165,7 @@ async def test_two_connections_finishing_at_the_same_instant_store_one_follow_up
             job = follow_up(queue_name, bid)
             # each "worker" reports its own last chunk, then tries to finish
             records = await asyncio.gather(
-                bat.record_batch_chunks(
-                    queue_name, bid, [(0, JobState.COMPLETED)], now_ms=T0 + 5
-                ),
+                bat.record_batch_chunks(queue_name, bid, [(0, JobState.COMPLETED)], now_ms=T0 + 5),
                 other.record_batch_chunks(
                     queue_name, bid, [(1, JobState.COMPLETED)], now_ms=T0 + 5
                 ),
@@ -187,9 +183,7 @@ async def test_two_connections_finishing_at_the_same_instant_store_one_follow_up
         await other.close()
 
 
-async def test_reconcile_counts_chunks_whose_report_was_lost(
-    bat: Backend, queue_name: str
-) -> None:
+async def test_reconcile_counts_chunks_whose_report_was_lost(bat: Backend, queue_name: str) -> None:
     bid = await new_batch(bat, queue_name, 3)
     # chunk 0 completes, chunk 1 is cancelled: nobody reports either
     first = await claim_one(bat, queue_name)

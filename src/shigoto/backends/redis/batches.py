@@ -144,7 +144,9 @@ class RedisBatches(RedisPlumbing):
     ) -> bool:
         k = self._batch_keys(queue, batch_id)
         q = queue_keys(self.prefix, queue)
-        job_args: tuple[Any, ...] = ("",) if follow_up is None else job_values(follow_up, now_ms)
+        job_args: tuple[Any, ...] = (
+            ("",) if follow_up is None else (follow_up.id, *job_values(follow_up, now_ms))
+        )
         done = await self._run(
             "batch_finish",
             (
