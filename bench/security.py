@@ -7,6 +7,7 @@
    for payloads the guard has to walk (µs per job).
 2. ``add_bulk`` of ``--jobs`` jobs (what bench/throughput.py times), guard on vs off,
    audit on vs off, best of ``--rounds`` (jobs/s).
+3. A worker draining jobs with the audit trail's run entries on vs off (jobs/s).
 """
 
 from __future__ import annotations
@@ -47,6 +48,26 @@ async def bulk(url: str, jobs: int, *, guard: bool, audit: bool) -> float:
         await app.close()
 
 
+async def drain(url: str, jobs: int, *, audit: bool) -> float:
+    """Jobs/s of one worker (concurrency 50) running ``jobs`` no-op jobs."""
+    app = App(url, audit=audit)
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+
+    @app.job(queue=name, name=f"noop-{name}")
+    async def noop(ctx: Any, n: int) -> None:
+        return None
+
+    queue = app.queue(name)
+    try:
+        await queue.add_bulk({"name": f"noop-{name}", "data": {"n": n}} for n in range(jobs))
+        worker = app.worker([name], 50, burst=True, handle_signals=False, metrics=False)
+        started = time.perf_counter()
+        await worker.run()
+        return worker.processed / (time.perf_counter() - started)
+    finally:
+        await app.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", default=None)
@@ -70,6 +91,14 @@ async def main() -> None:
     for (guard, audit), rate in results.items():
         label = f"guard={'on ' if guard else 'off'} audit={'on ' if audit else 'off'}"
         print(f"  {label} {rate:10.0f}  ({(rate / base - 1) * 100:+.1f} %)")
+
+    print(f"worker draining {args.jobs // 4} jobs (concurrency 50), best of 3, jobs/s:")
+    runs: dict[bool, float] = {}
+    for _ in range(3):
+        for audit in (False, True):
+            runs[audit] = max(runs.get(audit, 0.0), await drain(url, args.jobs // 4, audit=audit))
+    print(f"  audit=off {runs[False]:10.0f}")
+    print(f"  audit=on  {runs[True]:10.0f}  ({(runs[True] / runs[False] - 1) * 100:+.1f} %)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from .clock import Clock, Seconds, SystemClock
 from .errors import ConfigurationError, PayloadError
 from .events import EventBus, Listener
 from .handler import JobDecorator, JobHandler
+from .isolation import check_isolation
 from .job import JobOptions, option_overrides
 from .portal import Portal
 from .queue import Queue
@@ -130,7 +131,10 @@ class App:
         long_running = bool(options.pop("long_running", False))
         encrypt = options.pop("encrypt", None)
         allow_sensitive = options.pop("allow_sensitive", None)
+        isolation = options.pop("isolation", None)
         target_s = float(options.pop("target_s", 60.0))
+        if not target_s > 0:
+            raise ConfigurationError(f"target_s must be > 0 seconds, got {target_s}")
         overrides = option_overrides(**options)
         if should_retry is not None and not callable(should_retry):
             raise ConfigurationError("should_retry must be callable(error, attempts_made)")
@@ -142,6 +146,7 @@ class App:
             if job_name in self.handlers:
                 raise ConfigurationError(f"a handler named {job_name!r} is already registered")
             self.queue(queue)  # validates the queue name
+            checked_isolation = check_isolation(isolation, func, job_name)
             self.security.declare(job_name, encrypt, allow_sensitive)
             handler: JobHandler[Any] = JobHandler(
                 self,
@@ -151,6 +156,7 @@ class App:
                 options=overrides,
                 should_retry=should_retry,
             )
+            handler.isolation = checked_isolation
             self.handlers[job_name] = handler
             self.job_targets[job_name] = None if long_running else target_s
             return handler
@@ -316,7 +322,7 @@ class App:
             raise PayloadError(f"job {name!r}: data keys must be strings, got {bad_keys!r}")
         try:
             payload = msgspec.json.encode(data)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise PayloadError(f"job {name!r}: data is not JSON-encodable: {exc}") from None
         payload = self.security.protect(
             name, data, payload, encrypt=encrypt, allow_sensitive=allow_sensitive

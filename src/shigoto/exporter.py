@@ -64,7 +64,7 @@ def _cap(per_name: dict[str, dict[str, int]], limit: int) -> dict[str, dict[str,
     if len(per_name) <= limit:
         return per_name
     ranked = sorted(
-        per_name, key=lambda n: -(per_name[n].get("run_n", 0) + per_name[n].get("completed", 0))
+        per_name, key=lambda n: -(per_name[n].get("completed", 0) + per_name[n].get("failed", 0))
     )
     kept = {name: per_name[name] for name in ranked[: limit - 1]}
     kept["other"] = add_values(per_name[name] for name in ranked[limit - 1 :])

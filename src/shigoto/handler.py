@@ -91,6 +91,8 @@ class JobHandler(Generic[R, P]):
         self.options = options
         self.should_retry = should_retry
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.isolation: str | None = None
+        """``"process"``: runs in a pooled child process (see :mod:`shigoto.isolation`)."""
         self.signature = _data_signature(fn, name)
         functools.update_wrapper(self, fn)
 

@@ -53,6 +53,9 @@ class DeadReason(enum.StrEnum):
     BAD_PAYLOAD = "bad_payload"
     DECRYPTION_FAILED = "decryption_failed"
     """An encrypted field could not be decrypted (no key, unknown key, tampered)."""
+    CRASHED = "crashed"
+    """The last attempt's process died (``isolation="process"``: signal or exit code in
+    the error message, e.g. ``crashed: signal 11 (SIGSEGV)``)."""
 
 
 class Retention(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -64,8 +64,9 @@ MAX_PENDING = 10_000
 OUTCOMES = ("completed", "retried", "dead")
 
 
-def _hist_field(kind: str, ms: int) -> str:
-    return f"{kind}_{bisect.bisect_left(BOUNDS_MS, ms)}"
+_RUN_FIELDS = tuple(f"run_{i}" for i in range(len(BOUNDS_MS) + 1))
+_WAIT_FIELDS = tuple(f"wait_{i}" for i in range(len(BOUNDS_MS) + 1))
+_bucket = bisect.bisect_left
 
 
 # -- recording (in the worker) -----------------------------------------------------------
@@ -98,14 +99,12 @@ class MetricsRecorder:
             values["failed"] = get("failed", 0) + 1
         run = max(0, ended_ms - started_ms)
         wait = max(0, started_ms - record.ready_ms)
-        field_ = _hist_field("run", run)
+        field_ = _RUN_FIELDS[_bucket(BOUNDS_MS, run)]
         values[field_] = get(field_, 0) + 1
         values["run_ms"] = get("run_ms", 0) + run
-        values["run_n"] = get("run_n", 0) + 1
-        field_ = _hist_field("wait", wait)
+        field_ = _WAIT_FIELDS[_bucket(BOUNDS_MS, wait)]
         values[field_] = get(field_, 0) + 1
         values["wait_ms"] = get("wait_ms", 0) + wait
-        values["wait_n"] = get("wait_n", 0) + 1
         name = record.name
         if name in self._targets:
             target = self._targets[name]
@@ -380,10 +379,10 @@ def quantile_ms(counts: Sequence[int], q: float) -> float | None:
 
 
 def latency(values: dict[str, int], kind: str) -> Latency:
-    n = values.get(f"{kind}_n", 0)
+    counts = histogram(values, kind)
+    n = sum(counts)
     if not n:
         return Latency()
-    counts = histogram(values, kind)
 
     def q(p: float) -> float | None:
         ms = quantile_ms(counts, p)

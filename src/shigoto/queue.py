@@ -27,7 +27,7 @@ from .job import (
     validate_delay,
     validate_job_id,
 )
-from .security.audit import current_actor
+from .security.audit import current_actor, enqueue_entries
 
 if TYPE_CHECKING:
     from .app import App
@@ -113,18 +113,7 @@ class Queue(DeadLetterOps):
         audit = self.app.audit
         if not (audit.settings.enabled and audit.settings.enqueues):
             return
-        entries = [
-            audit.entry(
-                "enqueue",
-                queue=new.queue,
-                job_id=new.id,
-                actor=new.options.actor,
-                details={"name": new.name},
-            )
-            for new, result in zip(jobs, done, strict=True)
-            if result.created
-        ]
-        await audit.append(entries, backend)
+        await audit.append(enqueue_entries(jobs, done, self.app.clock.now_ms()), backend)
 
     async def add_bulk(
         self,

@@ -536,6 +536,14 @@ class Scheduler:
             )
             if await backend.claim_tick(schedule.name, fire, job, now_ms=now):
                 out.append(Fired(schedule.name, fire, job.queue, job.id))
+                await self.app.audit.record(  # the tick's job, like any enqueue
+                    "enqueue",
+                    queue=job.queue,
+                    job_id=job.id,
+                    actor=job.options.actor,
+                    details={"name": job.name, "schedule": schedule.name},
+                    backend=backend,
+                )
                 log.info(
                     "schedule %r fired tick %s as job %s (%d ms late)",
                     schedule.name,

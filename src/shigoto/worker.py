@@ -41,9 +41,10 @@ from .clock import to_ms
 from .context import JobCancelledError, JobContext, SyncJobContext
 from .errors import ConfigurationError, LeaseLost, ShigotoError
 from .events import Event, EventBus, EventType, Listener
+from .isolation import ProcessCrashed, ProcessPool
 from .job import AttemptError, DeadReason, JobRecord, JobState
 from .retry import GiveUp, RetryAt, decide
-from .security.audit import RunRecorder
+from .security.audit import RunRecorder, adopt_actor
 from .security.encryption import DecryptionError
 
 if TYPE_CHECKING:
@@ -137,6 +138,7 @@ class Worker:
         self._stop_before_start = (False, False)
         self._backend: Backend | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._pool: ProcessPool | None = None
         self._heartbeat: Any = None
         self._outage_logged = False
         self._metrics: MetricsReporter | None = None
@@ -258,6 +260,8 @@ class Worker:
         self._heartbeat.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            await self._pool.close()
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)
@@ -363,6 +367,7 @@ class Worker:
         if metrics is not None:
             metrics.recorder.last_claim_ms = started_ms
         actor = record.options.actor
+        adopt_actor(actor)  # this task only: what the handler enqueues carries the actor
         self._runs.note("job.start", record.queue, record.id, actor, attempt=record.attempts)
         try:
             if self._wants(EventType.ACTIVE):
@@ -423,7 +428,12 @@ class Worker:
             ctx if handler.is_async else SyncJobContext(ctx, loop)
         )
         assert self._executor is not None
-        call = handler.run_with(handler_ctx, data, self._executor)
+        if handler.isolation == "process":
+            if self._pool is None:
+                self._pool = ProcessPool(self.concurrency, worker_id=self.id)
+            call = self._pool.run(handler, ctx, data)
+        else:
+            call = handler.run_with(handler_ctx, data, self._executor)
         timeout_s = record.options.timeout_s
         if timeout_s is None:
             return await call
@@ -557,6 +567,12 @@ class Worker:
             and isinstance(exc, JobTimeout)
         ):
             return GiveUp(DeadReason.TIMEOUT)
+        if (
+            isinstance(decision, GiveUp)
+            and decision.reason == DeadReason.RETRIES_EXHAUSTED
+            and isinstance(exc, ProcessCrashed)
+        ):
+            return GiveUp(DeadReason.CRASHED)
         return decision
 
     def _forget(self, lease: Lease) -> None:

@@ -161,3 +161,30 @@ def test_stats_shows_rates_and_watch_draws_a_frame(worked: str) -> None:
     frame = shigoto("stats", "--watch", "--frames", "1", url=worked)
     assert frame.returncode == 0, frame.stderr
     assert "done/min" in frame.stdout and "10.0%" in frame.stdout
+
+
+def test_worker_with_monitor_evaluates_the_rules_too(url: str) -> None:
+    add_jobs(url, *[("m", f"j{n}", {"name": "ok", "data": {}}) for n in range(4)])
+
+    async def pause() -> None:
+        async with App(url) as app:
+            await app.queue("m").pause()  # the backlog stays while the worker runs
+
+    asyncio.run(pause())
+    worker = subprocess.Popen(
+        [*CLI, "--url", url, "worker", APP, "--with-monitor"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        history: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not history:
+            time.sleep(0.3)
+            history = json.loads(shigoto("alerts", "--json", url=url).stdout)["history"]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    assert [(t["rule"], t["queue"], t["to_state"]) for t in history] == [("backlog", "m", "firing")]

@@ -17,6 +17,7 @@ from typing import Any
 
 from shigoto import App, JobRecord, JobState
 
+from ._accounting import Report, check, ledger
 from .worker_proc import EFFECTS_SCHEMA, QUEUE
 
 SCRIPT = Path(__file__).with_name("worker_proc.py")
@@ -58,8 +59,11 @@ class Cluster:
     logs: Path
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    def spawn(self, **options: Any) -> WorkerProcess:
-        args = [sys.executable, str(SCRIPT), "--url", self.url, "--effects", str(self.effects)]
+    def spawn(self, *, url: str | None = None, **options: Any) -> WorkerProcess:
+        """Start a worker on the cluster's URL (or ``url``: the same backend through a
+        proxy); ``options`` are ``worker_proc.py`` flags (``lease=1.0``...)."""
+        url = url or self.url
+        args = [sys.executable, str(SCRIPT), "--url", url, "--effects", str(self.effects)]
         for key, value in options.items():
             flag = "--" + key.replace("_", "-")
             if value is True:
@@ -92,8 +96,9 @@ class Cluster:
         return "\n".join(f"--- {w.log.name} (pid {w.pid})\n{w.output()}" for w in self.workers)
 
 
-def make_cluster(tmp_path: Path) -> Cluster:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}?poll=0.02"
+def make_cluster(tmp_path: Path, url: str | None = None) -> Cluster:
+    """A cluster on ``url`` (default: a fresh SQLite file) with an empty ledger."""
+    url = url or f"sqlite:///{tmp_path / 'jobs.db'}?poll=0.02"
     effects = tmp_path / "effects.db"
     conn = sqlite3.connect(effects)
     conn.execute("PRAGMA journal_mode = WAL")
@@ -169,3 +174,22 @@ async def wait_for_rows(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{n} execution(s) not recorded within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+async def settle_and_check(
+    app: App,
+    cluster: Cluster,
+    ids: list[str],
+    *,
+    timeout: float = 60,
+    faulted: Iterable[str] = (),
+    dead_reasons: Iterable[str] | None = None,
+) -> Report:
+    """Wait until every job is final, then run the accounting (``_accounting.check``)."""
+    counts = await wait_until_settled(app, len(ids), timeout)
+    records = await all_records(app)
+    runs = await asyncio.to_thread(ledger, cluster.effects)
+    try:
+        return check(ids, records, runs, faulted=faulted, dead_reasons=dead_reasons)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ncounts {counts}\n{cluster.logs_text()[-4000:]}") from None

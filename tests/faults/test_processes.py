@@ -1,4 +1,5 @@
-"""Real worker processes on one SQLite file: shared load, SIGKILL and SIGTERM.
+"""Real worker processes on one backend (SQLite, and Redis under a random prefix):
+shared load, SIGKILL and SIGTERM, each ending with the accounting of ``_accounting``.
 
 The ground truth is the side-effect ledger each handler writes to a separate SQLite
 file (see ``worker_proc.py``): it says what really ran, whatever shigoto records.
@@ -10,8 +11,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -22,30 +21,12 @@ from ._procs import (
     all_records,
     enqueue_effects,
     executions,
-    make_cluster,
     runs_per_job,
+    settle_and_check,
     wait_for_rows,
     wait_until_settled,
 )
 from .worker_proc import QUEUE
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    cluster = make_cluster(tmp_path)
-    try:
-        yield cluster
-    finally:
-        await asyncio.to_thread(cluster.stop_all)
-
-
-@pytest.fixture
-async def app(cluster: Cluster) -> AsyncIterator[App]:
-    instance = App(cluster.url)
-    try:
-        yield instance
-    finally:
-        await instance.close()
 
 
 @pytest.mark.slow
@@ -67,6 +48,8 @@ async def test_four_processes_share_4000_jobs_and_run_each_exactly_once(
     assert counts["completed"] == 4000, counts
     share = Counter(pid for _, _, pid, _ in executions(cluster.effects))
     assert len(share) >= 2, "the load was not shared between processes"
+    report = await settle_and_check(app, cluster, ids)
+    assert report.duplicated == report.overlapping == 0, report
     print(f"4 processes, 4000 jobs: {elapsed:.1f} s, jobs per process {sorted(share.values())}")
 
 
@@ -97,6 +80,8 @@ async def test_a_job_of_a_killed_worker_is_finished_by_another_after_its_lease(
     ledger = executions(cluster.effects)
     assert [row[2] for row in ledger] == [doomed.pid, survivor.pid]
     assert survivor.alive()
+    report = await settle_and_check(app, cluster, [job_id], faulted=[doomed_id])
+    assert report.duplicated == report.overlapping == 1, report
 
 
 @pytest.mark.parametrize(
@@ -145,3 +130,5 @@ async def test_sigterm_under_load_exits_within_grace_and_loses_no_job(
     twice = {job for job, n in runs.items() if n > 1}
     # only a job interrupted by the shutdown ran again
     assert twice == {r.id for r in released}
+    report = await settle_and_check(app, cluster, ids)
+    assert report.duplicated == len(released), report

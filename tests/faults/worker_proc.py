@@ -2,8 +2,14 @@
 
 It runs the ``effect`` job on queue ``faults``. Every execution of the handler is
 written, before anything else, to a *separate* SQLite file (``--effects``): job id,
-attempt and worker pid. That file is the ground truth of what really ran, independent
-of what shigoto's own tables claim.
+attempt, worker pid and start time; the end time is added when the handler returns or
+raises (a killed execution keeps ``end_ms`` NULL). That file is the ground truth of what
+really ran, independent of what shigoto's own tables claim.
+
+``--clock-offset S`` runs the worker with a clock ``S`` seconds ahead (clock skew).
+The ``effect`` data may ask for a mixed workload (``bench/soak.py``): ``fail_until``
+raises until that attempt, ``fail_always`` raises every time, ``progress`` reports that
+many progress steps while sleeping.
 """
 
 from __future__ import annotations
@@ -22,8 +28,23 @@ QUEUE = "faults"
 EFFECTS_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS executions ("
     " seq INTEGER PRIMARY KEY, job_id TEXT NOT NULL, attempt INTEGER NOT NULL,"
-    " pid INTEGER NOT NULL, worker_id TEXT NOT NULL, at_ms INTEGER NOT NULL)"
+    " pid INTEGER NOT NULL, worker_id TEXT NOT NULL, at_ms INTEGER NOT NULL,"
+    " end_ms INTEGER)"
 )
+
+
+class OffsetClock:
+    """Wall-clock time shifted by a fixed offset: a worker whose clock is wrong."""
+
+    def __init__(self, offset_s: float) -> None:
+        self.offset_ms = round(offset_s * 1000)
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.offset_ms
+
+
+class Planned(Exception):
+    """A failure the workload asked for."""
 
 
 def open_effects(path: str) -> sqlite3.Connection:
@@ -34,32 +55,51 @@ def open_effects(path: str) -> sqlite3.Connection:
     return conn
 
 
-def build_app(url: str, effects_path: str) -> App:
-    app = App(url)
+def build_app(url: str, effects_path: str, clock_offset_s: float = 0.0) -> App:
+    app = App(url, clock=OffsetClock(clock_offset_s) if clock_offset_s else None)
     effects = open_effects(effects_path)
     pid = os.getpid()
 
     @app.job(queue=QUEUE, name="effect")
-    async def effect(ctx: JobContext, n: int, sleep: float = 0.0, slow_once: bool = False) -> int:
+    async def effect(
+        ctx: JobContext,
+        n: int,
+        sleep: float = 0.0,
+        slow_once: bool = False,
+        fail_until: int = 0,
+        fail_always: bool = False,
+        progress: int = 0,
+    ) -> int:
         # the side effect, committed before the handler does anything else
-        effects.execute(
+        seq = effects.execute(
             "INSERT INTO executions (job_id, attempt, pid, worker_id, at_ms)"
             " VALUES (?, ?, ?, ?, ?)",
             (ctx.job_id, ctx.attempt, pid, ctx.worker_id, int(time.time() * 1000)),
-        )
-        if sleep:
-            runs = effects.execute(
-                "SELECT count(*) FROM executions WHERE job_id = ?", (ctx.job_id,)
-            ).fetchone()[0]
-            if not slow_once or runs == 1:
-                await asyncio.sleep(sleep)
-        return n
+        ).lastrowid
+        try:
+            if sleep:
+                runs = effects.execute(
+                    "SELECT count(*) FROM executions WHERE job_id = ?", (ctx.job_id,)
+                ).fetchone()[0]
+                if not slow_once or runs == 1:
+                    steps = max(1, progress)
+                    for step in range(steps):
+                        await asyncio.sleep(sleep / steps)
+                        if progress:
+                            await ctx.update_progress(round(100 * (step + 1) / steps))
+            if fail_always or ctx.attempt <= fail_until:
+                raise Planned(f"planned failure of job {n} at attempt {ctx.attempt}")
+            return n
+        finally:
+            effects.execute(
+                "UPDATE executions SET end_ms = ? WHERE seq = ?", (int(time.time() * 1000), seq)
+            )
 
     return app
 
 
 async def main(args: argparse.Namespace) -> None:
-    app = build_app(args.url, args.effects)
+    app = build_app(args.url, args.effects, args.clock_offset)
     worker = app.worker(
         [QUEUE],
         args.concurrency,
@@ -87,6 +127,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--stall-check", type=float, default=5.0)
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--clock-offset", type=float, default=0.0)
     return parser.parse_args(argv)
 
 

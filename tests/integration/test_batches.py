@@ -24,6 +24,7 @@ import pytest
 
 from shigoto import App, UnrecoverableError
 from shigoto.batches import Batch
+from shigoto.errors import ConfigurationError
 from shigoto.job import JobState
 
 from ._support import FAST
@@ -215,6 +216,46 @@ async def test_add_bulk_reports_progress_and_can_skip_handles(app: App, queue_na
     assert (await app.queue(queue_name).counts())["waiting"] == 2500
 
 
+async def test_bad_arguments_fail_before_anything_is_stored(app: App, queue_name: str) -> None:
+    queue = app.queue(queue_name)
+    bad: list[dict[str, Any]] = [
+        {"chunk_size": 0},
+        {"chunk_size": True},
+        {"dead_chunks": "maybe"},
+        {"on_complete": ("after",)},
+        {"on_failure": 42},
+        {"priority": "high"},
+        {"nonsense": 1},
+    ]
+    for kwargs in bad:
+        with pytest.raises(ConfigurationError):
+            await queue.add_chunks("chunk", [1, 2], **kwargs)
+    with pytest.raises(ConfigurationError, match="iterable of items"):
+        await queue.add_chunks("chunk", "abc")
+    assert await queue.batches() == []
+    assert await queue.get_batch("batch-" + "0" * 24) is None
+
+
+def test_the_blocking_twins_work_from_sync_code(app: App, queue_name: str) -> None:
+    seen: list[tuple[int | None, int]] = []
+
+    @app.job(queue=queue_name)
+    def count(ctx: Any, items: list[int], **_: Any) -> None:  # a plain def handler
+        seen.append((ctx.batch.chunk_index, ctx.batch.info_sync().total_chunks))
+
+    queue = app.queue(queue_name)
+    batch = queue.add_chunks_sync("count", [1, 2, 3], chunk_size=2)
+
+    async def drain() -> None:
+        async with running(app, queue_name):
+            await batch.wait_until_finished(timeout=20)
+
+    app.portal.call(drain)
+    assert sorted(seen) == [(0, 2), (1, 2)]
+    assert batch.wait_until_finished_sync(timeout=1).done == 2
+    assert queue.get_batch_sync(batch.id) is not None
+
+
 # -- real worker processes -----------------------------------------------------------
 
 APP = textwrap.dedent(
@@ -230,12 +271,15 @@ APP = textwrap.dedent(
     @app.job(queue=QUEUE)
     async def chunk(ctx, items, chunk_index, total_chunks, batch_id):
         if os.environ.get("B_BARRIER"):
-            # the last two chunks finish at the same instant on two workers
-            backend = await app.backend()
-            while (await backend.counts(QUEUE))[ctx.job.state.ACTIVE] < 2:
-                await asyncio.sleep(0.005)
-            target = float(os.environ["B_BARRIER"]) + 0.2
-            await asyncio.sleep(max(0.0, target - time.time()) % 0.2)
+            # the two chunks of a batch meet here, then finish at the same instant
+            here = os.path.join(os.path.dirname(LOG), f"{batch_id}-{chunk_index}")
+            with open(here, "w") as mark:
+                mark.write(ctx.worker_id)
+            others = [os.path.join(os.path.dirname(LOG), f"{batch_id}-{i}")
+                      for i in range(total_chunks)]
+            while not all(os.path.exists(o) for o in others):
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.1 - time.time() % 0.1)
         return chunk_index
 
     @app.job(queue=QUEUE)
@@ -253,7 +297,8 @@ APP = textwrap.dedent(
         batches.BatchTracker.report = die
 
     async def main() -> None:
-        await app.worker([QUEUE], concurrency=2, lease_s=1.0, heartbeat_s=0.2,
+        concurrency = int(os.environ.get("B_CONCURRENCY", "2"))
+        await app.worker([QUEUE], concurrency=concurrency, lease_s=1.0, heartbeat_s=0.2,
                          stall_check_s=0.1, idle_wait_s=0.02).run()
         await app.close()
 
@@ -308,7 +353,7 @@ async def wait_for(predicate: Any, timeout_s: float) -> None:
 async def test_two_workers_finishing_the_last_chunks_at_once_run_one_follow_up(
     app: App, queue_name: str, proc_env: dict[str, str], tmp_path: Path
 ) -> None:
-    env = {**proc_env, "B_BARRIER": str(time.time())}
+    env = {**proc_env, "B_BARRIER": "1", "B_CONCURRENCY": "1"}
     workers = [spawn(tmp_path, env) for _ in range(2)]
     log = tmp_path / "follow_ups.log"
     try:
@@ -328,6 +373,8 @@ async def test_two_workers_finishing_the_last_chunks_at_once_run_one_follow_up(
     assert lines == sorted(f"{b.id} {n}" for n, b in enumerate(batches)), errors
     for batch in batches:
         assert (batch.done, batch.outcome) == (2, "completed")
+        ran_on = {(tmp_path / f"{batch.id}-{i}").read_text() for i in range(2)}
+        assert len(ran_on) == 2, "the two chunks ran on different workers"
 
 
 @pytest.mark.slow
@@ -336,13 +383,13 @@ async def test_a_worker_killed_after_completing_the_last_chunk_still_gets_one_fo
 ) -> None:
     queue = app.queue(queue_name)
     batch = await queue.add_chunks(
-        "chunk", [1, 2, 3], chunk_size=1, on_complete=("after", {"tag": "t"})
+        "chunk", [1, 2, 3], chunk_size=3, on_complete=("after", {"tag": "t"})
     )
     dying = spawn(tmp_path, {**proc_env, "B_DIE_AFTER_COMPLETE": "1"})
     dying.wait(timeout=30)
     assert dying.returncode == 9, dying.communicate()[1][-3000:]
     counts = await queue.counts()
-    assert counts["completed"] >= 1  # stored before the process died, never reported
+    assert counts["completed"] == 1  # the only chunk: stored, then the process died
     await batch.refresh()
     assert batch.done == 0 and not batch.finished
 
@@ -355,7 +402,7 @@ async def test_a_worker_killed_after_completing_the_last_chunk_still_gets_one_fo
     finally:
         err = stop(healthy)
     assert follow_up_lines(log) == [f"{batch.id} t"], err[-3000:]
-    assert (batch.done, batch.outcome) == (3, "completed")
+    assert (batch.done, batch.outcome) == (1, "completed")
     follow = await queue.get_job(f"{batch.id}:follow-up")
     assert follow is not None and follow.record is not None
     assert follow.record.state is JobState.COMPLETED

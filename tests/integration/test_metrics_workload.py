@@ -175,10 +175,7 @@ async def test_prometheus_job_labels_are_capped(app: App) -> None:
     from shigoto.backends.contract import MetricSample
 
     await backend.record_metrics(
-        [
-            MetricSample(QUEUE, f"job{n}", minute, {"completed": 10 - n, "run_n": 10 - n})
-            for n in range(5)
-        ],
+        [MetricSample(QUEUE, f"job{n}", minute, {"completed": 10 - n}) for n in range(5)],
         now_ms=now,
     )
     text = (await render(app, max_job_labels=3)).decode()

@@ -152,6 +152,23 @@ async def test_the_enqueuing_actor_travels_with_the_job(app: App) -> None:
     assert actors[2] is not None and "@" in actors[2]  # user@host of this process
 
 
+async def test_jobs_a_handler_enqueues_carry_the_original_actor(app: App) -> None:
+    actors: list[str | None] = []
+
+    @app.job
+    async def child(ctx: JobContext) -> None:
+        actors.append(ctx.actor)
+
+    @app.job
+    async def parent(ctx: JobContext) -> None:
+        await child.enqueue()
+
+    with app.actor("alice"):
+        await parent.enqueue()
+    await drain(app)
+    assert actors == ["alice"]
+
+
 async def test_the_audit_trail_records_who_did_what(app: App) -> None:
     @app.job
     async def work(ctx: JobContext, n: int) -> None:
@@ -249,3 +266,18 @@ async def test_crafted_payloads_are_inert_data(
         assert received == []
     else:
         assert received == [{"data": payload}]
+
+
+async def test_a_scheduled_tick_s_job_is_in_the_audit_trail(app: App) -> None:
+    @app.every(60)
+    async def heartbeat(ctx: JobContext) -> None:
+        return None
+
+    now = app.clock.now_ms()
+    scheduler = app.scheduler(handle_signals=False)
+    await scheduler.tick(now)  # registers the schedule
+    fired = await scheduler.tick(now + 61_000)
+    assert len(fired) == 1
+    [entry] = await app.audit.query(job_id=fired[0].job_id)
+    assert entry.action == "enqueue"
+    assert entry.details is not None and b'"schedule":"heartbeat"' in entry.details

@@ -96,6 +96,10 @@ def _register() -> None:
 
     for command in (audit, keys):
         cli.add_command(command)
+    from .batches import batches, enqueue
+
+    for command in (enqueue, batches):
+        cli.add_command(command)
 
 
 _register()

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import click
 
 from ..backends import open_backend
+from ..supervisor import (
+    RECYCLE_EXIT,
+    Supervisor,
+    SupervisorSettings,
+    cli_child_command,
+    guard_worker,
+    supervised_slot,
+)
 from .loading import load_app
 from .session import configure_logging, given_url, log_level, url_option
 
@@ -73,6 +82,29 @@ log = logging.getLogger("shigoto.cli")
     show_default=True,
     help="Record metrics and a liveness beat into the backend.",
 )
+@click.option(
+    "-p",
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each with its own event loop and --concurrency; a supervisor "
+    "restarts one that dies and forwards SIGTERM (see docs/workers.md).",
+)
+@click.option(
+    "--max-jobs-per-process",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Recycle a worker process (graceful stop, fresh start) after it ran N jobs.",
+)
+@click.option(
+    "--max-memory",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="MiB",
+    help="Recycle a worker process whose resident memory exceeds this many MiB (Linux).",
+)
 @url_option
 @click.pass_context
 def worker(
@@ -87,6 +119,9 @@ def worker(
     with_scheduler: bool,
     with_monitor: bool,
     metrics: bool,
+    processes: int,
+    max_jobs_per_process: int | None,
+    max_memory: int | None,
 ) -> None:
     """Run a worker for APP, given as module:attribute (like myproject.jobs:app).
 
@@ -97,6 +132,8 @@ def worker(
     """
     configure_logging(log_level(ctx, "info"))
     app = load_app(app_spec)
+    if supervised_slot() is None and (processes > 1 or max_jobs_per_process or max_memory):
+        ctx.exit(_supervise(ctx, app_spec, processes, max_memory))
     url = given_url(ctx)
     if url and url != app.url:
         open_backend(url)  # validate before swapping
@@ -123,12 +160,15 @@ def worker(
         ", ".join(sorted(app.handlers)) or "none",
     )
 
-    async def main() -> None:
+    async def main() -> bool:
         monitor_task = None
         if with_monitor:
             from ..alerts import Monitor
 
             monitor_task = asyncio.create_task(Monitor(app, queues=instance.queues).run())
+        guard = None
+        if supervised_slot() is not None:
+            guard = asyncio.create_task(guard_worker(instance, max_jobs=max_jobs_per_process))
         try:
             if with_scheduler:
                 async with app.scheduler(handle_signals=False).running():
@@ -140,10 +180,32 @@ def worker(
                 monitor_task.cancel()
                 await asyncio.gather(monitor_task, return_exceptions=True)
             await app.close()
+        if guard is not None:
+            if guard.done() and guard.result():
+                return True
+            guard.cancel()
+            await asyncio.gather(guard, return_exceptions=True)
+        return False
 
-    asyncio.run(main())
+    recycle = asyncio.run(main())
     click.echo(
         f"worker {instance.id} stopped: {instance.processed} completed, "
         f"{instance.failed} failed attempt(s)",
         err=True,
     )
+    if recycle:
+        ctx.exit(RECYCLE_EXIT)
+
+
+def _supervise(ctx: click.Context, app_spec: str, processes: int, max_memory: int | None) -> int:
+    """Run ``processes`` copies of this very command under a :class:`Supervisor`."""
+    env = dict(os.environ)
+    url = given_url(ctx)
+    if url:
+        env["SHIGOTO_URL"] = url
+    command = cli_child_command(app_spec, ctx.params, worker.params, log_level(ctx, "info"))
+    settings = SupervisorSettings(
+        processes=processes,
+        max_memory_bytes=None if max_memory is None else max_memory * 2**20,
+    )
+    return Supervisor(command, settings, env=env).run()

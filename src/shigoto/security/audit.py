@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..backends.contract import AUDIT_BATCH, AuditEntry, AuditFilter, Backend
+from ..backends.contract import AUDIT_BATCH, AuditEntry, AuditFilter, Backend, Enqueued, NewJob
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -73,6 +73,13 @@ def current_actor() -> str:
 def explicit_actor() -> str | None:
     """The actor set with :func:`acting_as` in this context, if any."""
     return _actor.get()
+
+
+def adopt_actor(actor: str | None) -> None:
+    """Make ``actor`` current for the rest of this task (a worker calls it in each job's
+    own task, so jobs and audit entries a handler creates carry the job's actor)."""
+    if actor:
+        _actor.set(actor)
 
 
 @contextlib.contextmanager
@@ -195,6 +202,25 @@ class Audit:
         return self.app.portal.call(self.query, **filters)
 
 
+def enqueue_entries(
+    jobs: Sequence[NewJob], done: Sequence[Enqueued], now_ms: int
+) -> list[AuditEntry]:
+    """One ``enqueue`` entry per job actually created (built cheaply: this runs for
+    every job of a bulk add)."""
+    details: dict[str, bytes] = {}
+    out = []
+    for new, result in zip(jobs, done, strict=True):
+        if not result.created:
+            continue
+        name = new.name
+        encoded = details.get(name)
+        if encoded is None:
+            encoded = details[name] = _json.encode({"name": name})
+        actor = new.options.actor or "unknown"
+        out.append(AuditEntry(now_ms, actor, "enqueue", new.queue, new.id, encoded))
+    return out
+
+
 def details_of(entry: AuditEntry) -> dict[str, Any]:
     if entry.details is None:
         return {}
@@ -217,8 +243,13 @@ class RunRecorder:
         self._backend: Backend | None = None
 
     def start(self, backend: Backend) -> None:
+        """Start the flush task. Entries are written through a connection of their own
+        (not ``backend``'s), so audit writes never queue in front of the worker's
+        claims and acknowledgements."""
         if self.enabled:
-            self._backend = backend
+            from ..backends import open_backend
+
+            self._backend = open_backend(self.audit.app.url)
             self._task = asyncio.create_task(self._loop(), name="shigoto-audit")
 
     def note(
@@ -263,6 +294,8 @@ class RunRecorder:
             await self.flush()
         except Exception:
             log.exception("audit: run entries lost at shutdown")
+        if self._backend is not None:
+            await self._backend.close()
 
 
 async def record(

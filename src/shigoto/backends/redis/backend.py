@@ -38,6 +38,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import msgspec
 from redis.asyncio import RedisCluster
 from redis.exceptions import RedisError
 
@@ -59,7 +60,14 @@ from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
 from .metrics import RedisMetrics
 from .plumbing import MAX_BATCH, by_queue, chunks
-from .records import decode_record, encode_json, job_values, queue_keys, state_of
+from .records import (
+    decode_record,
+    decode_state,
+    encode_json,
+    job_values,
+    queue_keys,
+    state_of,
+)
 from .schedules import RedisSchedules
 
 _STATE_ORDER = (
@@ -150,9 +158,29 @@ class RedisBackend(
             self._due_at.pop(queue, None)
         claimed = []
         for n in range(1, len(reply), 5):
-            record, token = decode_record(
-                queue, reply[n], reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], None
-            )
+            try:
+                record, token = decode_record(
+                    queue, reply[n], reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], None
+                )
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, KeyError) as exc:
+                # A damaged record must not fail the claim of the healthy jobs around it
+                # (nor come back every lease): dead at once. Its state decoded in Lua,
+                # so the token is known.
+                job_id = reply[n].decode() if isinstance(reply[n], bytes) else str(reply[n])
+                state = decode_state(reply[n + 1])
+                assert state.t is not None
+                error = AttemptError(
+                    attempt=state.a,
+                    error_type="CorruptRecord",
+                    message=f"the stored job record could not be decoded: {exc}"[:2000],
+                    traceback="",
+                    worker_id=worker_id,
+                    started_ms=now_ms,
+                    ended_ms=now_ms,
+                )
+                lease = Lease(queue, job_id, state.t)
+                await self.dead_letter(lease, reason="corrupt_record", error=error, now_ms=now_ms)
+                continue
             assert token is not None
             claimed.append(Claimed(record=record, token=token))
         return claimed

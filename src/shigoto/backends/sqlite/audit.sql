@@ -12,9 +12,11 @@ CREATE TABLE IF NOT EXISTS audit (
     job_id  TEXT,
     details BLOB
 );
+-- One index only, for a job's history (`shigoto audit --job`): every index costs each
+-- append, and the trail is written far more often than read. Other filters scan
+-- newest-first from a cursor; pruning walks from the oldest seq (rows are appended in
+-- time order, give or take producers' clock skew).
 CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id, seq) WHERE job_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS audit_actor ON audit (actor, seq);
-CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
 
 -- audit_append --
 INSERT INTO audit (at_ms, actor, action, queue, job_id, details)
@@ -34,7 +36,8 @@ ORDER BY seq DESC LIMIT :limit;
 
 -- audit_prune --
 DELETE FROM audit WHERE seq IN (
-    SELECT seq FROM audit WHERE at_ms < :before ORDER BY at_ms LIMIT :limit
+    SELECT seq FROM (SELECT seq, at_ms FROM audit ORDER BY seq LIMIT :limit)
+    WHERE at_ms < :before
 );
 
 -- replace_payload --

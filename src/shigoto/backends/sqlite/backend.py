@@ -260,7 +260,12 @@ class SqliteBackend(
                     "now": now_ms,
                 },
             ).fetchall()
-            claimed = [Claimed(record=_record(r), token=r[-1]) for r in rows]
+            claimed = []
+            for r in rows:
+                try:
+                    claimed.append(Claimed(record=_record(r), token=r[-1]))
+                except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+                    _bury_corrupt(conn, queue, r, exc, now_ms, worker_id)
             claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
             return claimed
 
@@ -616,6 +621,46 @@ def _trim(
                 "limit": TRIM_LIMIT,
             },
         )
+
+
+def _decodes(decoder: msgspec.json.Decoder[Any], raw: Any) -> bool:
+    try:
+        decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True
+
+
+def _bury_corrupt(
+    conn: sqlite3.Connection,
+    queue: str,
+    row: Sequence[Any],
+    exc: Exception,
+    now_ms: int,
+    worker_id: str,
+) -> None:
+    """Dead-letter a just-claimed row that does not decode (``-- dead_letter_corrupt --``)."""
+    error = AttemptError(
+        attempt=int(row[9]),
+        error_type="CorruptRecord",
+        message=f"the stored job record could not be decoded: {exc}"[:2000],
+        traceback="",
+        worker_id=worker_id,
+        started_ms=now_ms,
+        ended_ms=now_ms,
+    )
+    conn.execute(
+        SQL["dead_letter_corrupt"],
+        {
+            "queue": queue,
+            "id": row[0],
+            "token": row[-1],
+            "now": now_ms,
+            "options_ok": _decodes(_options_decoder, row[4]),
+            "errors_ok": _decodes(_errors_decoder, row[17]),
+            "error": msgspec.json.encode(error).decode(),
+        },
+    )
 
 
 def _record(row: Sequence[Any]) -> JobRecord:

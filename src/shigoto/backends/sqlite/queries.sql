@@ -118,6 +118,19 @@ SET state = 'dead', reason = :reason, finished_ms = :now, token = NULL, lease_un
     errors = CASE WHEN :error IS NULL THEN errors ELSE json_insert(errors, '$[#]', json(:error)) END
 WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 
+-- dead_letter_corrupt --
+-- A record claim could not decode (written by something other than shigoto, or
+-- damaged): dead at once with reason 'corrupt_record' and the decoding error in its
+-- history, so it neither blocks the claim of the healthy jobs around it nor comes back.
+-- Unreadable options / history are reset (:options_ok / :errors_ok = 0) so the record
+-- can still be listed, inspected and purged.
+UPDATE jobs
+SET state = 'dead', reason = 'corrupt_record', finished_ms = :now, token = NULL,
+    lease_until_ms = NULL,
+    options = CASE WHEN :options_ok THEN options ELSE '{}' END,
+    errors = json_insert(CASE WHEN :errors_ok THEN errors ELSE '[]' END, '$[#]', json(:error))
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
+
 -- dead_letter_and_remove --
 DELETE FROM jobs WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 

@@ -16,6 +16,9 @@ Returns: {next_due_ms, then five entries per claimed job: id, state (MessagePack
          next_due_ms is the due time of the earliest delayed job (-1: none; also -1 for a
          paused queue), so an idle worker knows how long it may sleep.
 Errors:  -2  limit outside 1..1000
+A job whose stored state does not decode is not returned: it is left active with an
+expired lease and max_stalls 0 (and a "CorruptRecord" entry), so recover_stalled
+moves it to dead instead of the whole claim failing.
 Atomic: two concurrent claims never return the same job. If jobs remain waiting after
 the claim, the wake-up marker is set so another idle worker claims them.
 ]]
@@ -56,19 +59,32 @@ for i = 1, #popped, 2 do
   ids[#ids + 1] = id_of_wait(popped[i])
 end
 local packed = redis.call('HMGET', jobs, unpack(ids))
-local states, job_args, active_args = {}, {}, {}
+local states, job_args, active_args, corrupt = {}, {}, {}, {}
 for n, id in ipairs(ids) do
-  local job = cmsgpack.unpack(packed[n])
+  local until_ms = lease_until
+  local ok, job = pcall(cmsgpack.unpack, packed[n] or '')
+  if not ok or type(job) ~= 'table' or type(job.a) ~= 'number' then
+    -- A damaged state (not written by these scripts): raising here would leave every
+    -- job popped above out of `wait` and never active (lost). Instead it becomes an
+    -- already expired lease with max_stalls 0, which recover_stalled turns dead.
+    append_error(errors, id, '{"attempt":0,"error_type":"CorruptRecord","message":' ..
+      cjson.encode('the stored job state could not be decoded') ..
+      ',"traceback":"","worker_id":' .. cjson.encode(worker) ..
+      ',"started_ms":null,"ended_ms":' .. int(now) .. '}')
+    job = {s = 'waiting', n = '?', cm = now, p = 0, r = now, q = 0, a = 0, st = 0, ms = 0}
+    until_ms = now - 1
+    corrupt[n] = true
+  end
   job.s = 'active'
   job.t = token_prefix .. n
   job.w = worker
-  job.l = lease_until
+  job.l = until_ms
   job.sm = now
   job.a = job.a + 1
   states[n] = cmsgpack.pack(job)
   job_args[#job_args + 1] = id
   job_args[#job_args + 1] = states[n]
-  active_args[#active_args + 1] = int(lease_until)
+  active_args[#active_args + 1] = int(until_ms)
   active_args[#active_args + 1] = id
 end
 redis.call('HSET', jobs, unpack(job_args))
@@ -77,11 +93,13 @@ local blobs = redis.call('HMGET', data, unpack(ids))
 local errs = redis.call('HMGET', errors, unpack(ids))
 local progs = redis.call('HMGET', progress, unpack(ids))
 for n, id in ipairs(ids) do
-  out[#out + 1] = id
-  out[#out + 1] = states[n]
-  out[#out + 1] = blobs[n]
-  out[#out + 1] = errs[n]
-  out[#out + 1] = progs[n]
+  if not corrupt[n] then  -- a damaged job is not returned: nothing to run
+    out[#out + 1] = id
+    out[#out + 1] = states[n]
+    out[#out + 1] = blobs[n]
+    out[#out + 1] = errs[n]
+    out[#out + 1] = progs[n]
+  end
 end
 
 -- a full batch may have left jobs behind: wake the next idle worker for them
