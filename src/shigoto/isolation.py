@@ -134,6 +134,7 @@ class ProcessPool:
         self.started = 0
         self._mp = _start_context()
         self._idle: list[_Child] = []
+        self._busy: set[_Child] = set()
         self._live = 0
         self._freed = asyncio.Condition()
         self._closed = False
@@ -143,6 +144,7 @@ class ProcessPool:
         if handler._models:
             data = handler._rebuild_models(data)
         child = await self._acquire()
+        self._busy.add(child)
         finished = False
         try:
             fn = handler.fn
@@ -169,6 +171,7 @@ class ProcessPool:
                     finished = True
                     raise _rebuild_error(message[1], message[2], message[3], message[4])
         finally:
+            self._busy.discard(child)
             if finished:
                 child.jobs += 1
                 await self._release(child)
@@ -176,6 +179,10 @@ class ProcessPool:
                 self._discard(child)
                 async with self._freed:
                     self._freed.notify()
+
+    def pids(self) -> list[int]:
+        """Process ids of the children, idle or running a job."""
+        return [c.process.pid for c in [*self._idle, *self._busy] if c.process.pid is not None]
 
     async def close(self) -> None:
         """Stop every child (idle ones politely, busy ones are killed by their jobs)."""
@@ -200,11 +207,21 @@ class ProcessPool:
                     self._live += 1
                     break
                 await self._freed.wait()
+        spawning = asyncio.get_running_loop().run_in_executor(None, self._spawn)
         try:
-            return await asyncio.to_thread(self._spawn)
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            spawning.add_done_callback(self._discard_spawned)  # do not leak the child
+            raise
         except BaseException:
             self._live -= 1
             raise
+
+    def _discard_spawned(self, spawning: asyncio.Future[_Child]) -> None:
+        if spawning.cancelled() or spawning.exception() is not None:
+            self._live -= 1
+        else:
+            self._discard(spawning.result())
 
     def _spawn(self) -> _Child:
         parent_end, child_end = self._mp.Pipe()
@@ -292,7 +309,7 @@ def _rebuild_error(blob: bytes | None, error_type: str, message: str, tb: str) -
     exc: BaseException | None = None
     if blob is not None:
         try:
-            exc = pickle.loads(blob)
+            exc = _unpickle_exception(blob)
         except Exception:
             exc = None
     if not isinstance(exc, BaseException):
@@ -425,12 +442,24 @@ def _resolve(module: str, qualname: str) -> Any:
 
 
 def _pickled(exc: BaseException) -> bytes | None:
+    """The exception as (class, args, attributes): rebuilt without calling ``__init__``,
+    whose signature often differs from ``args`` (``Retry(delay=5)``)."""
     try:
-        blob = pickle.dumps(exc)
-        pickle.loads(blob)  # some exceptions pickle but cannot be rebuilt
+        blob = pickle.dumps((type(exc), exc.args, dict(getattr(exc, "__dict__", {}))))
+        _unpickle_exception(blob)  # some pickle but cannot be rebuilt
     except Exception:
         return None
     return blob
+
+
+def _unpickle_exception(blob: bytes) -> BaseException | None:
+    cls, args, state = pickle.loads(blob)
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        return None
+    exc: BaseException = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 def _type_name(exc: BaseException) -> str:

@@ -140,6 +140,10 @@ class JobOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     actor: str | None = None
     """Who enqueued the job (``with app.actor(...)``, else ``user@host``); the handler
     reads it as ``ctx.actor`` to check permissions at run time (shigoto.security)."""
+    traceparent: str | None = None
+    """W3C trace context of the enqueue, set by :mod:`shigoto.telemetry` when tracing is
+    on; each execution attempt continues that trace. Reserved: not job data."""
+    tracestate: str | None = None
 
 
 OPTION_NAMES = frozenset(

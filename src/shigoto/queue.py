@@ -28,6 +28,7 @@ from .job import (
     validate_job_id,
 )
 from .security.audit import current_actor, enqueue_entries
+from .telemetry import trace_fields, traced_enqueue
 
 if TYPE_CHECKING:
     from .app import App
@@ -61,6 +62,7 @@ class Queue(DeadLetterOps):
 
     # -- producing ---------------------------------------------------------------------
 
+    @traced_enqueue
     async def add(
         self,
         name: str,
@@ -115,6 +117,7 @@ class Queue(DeadLetterOps):
             return
         await audit.append(enqueue_entries(jobs, done, self.app.clock.now_ms()), backend)
 
+    @traced_enqueue
     async def add_bulk(
         self,
         jobs: Iterable[Mapping[str, Any]],
@@ -225,6 +228,7 @@ class Queue(DeadLetterOps):
         layered = {**self.defaults, **(handler.options if handler else {})}
         layered.update(option_overrides(**options))
         layered["actor"] = current_actor()
+        layered.update(trace_fields())
         merged = msgspec.structs.replace(self.app.default_options, **layered)
         payload = self.app.encode_payload(
             name, data, encrypt=encrypt, allow_sensitive=allow_sensitive

@@ -46,6 +46,7 @@ from .job import AttemptError, DeadReason, JobRecord, JobState
 from .retry import GiveUp, RetryAt, decide
 from .security.audit import RunRecorder, adopt_actor
 from .security.encryption import DecryptionError
+from .telemetry import traced_attempt
 
 if TYPE_CHECKING:
     from .app import App
@@ -407,6 +408,7 @@ class Worker:
                 del self._running[record.id]
             self._slot.set()
 
+    @traced_attempt
     async def _call(self, record: JobRecord, lease: Lease, handler: JobHandler[Any] | None) -> Any:
         if handler is None:
             known = ", ".join(sorted(self.app.handlers)) or "none"
@@ -416,7 +418,8 @@ class Worker:
             )
         try:
             data = record.data
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # not valid UTF-8 / JSON, or nested deeper than the decoder goes
             raise BadPayload(f"stored data of job {record.id} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise BadPayload(f"stored data of job {record.id} is not a JSON object")

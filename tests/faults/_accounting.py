@@ -25,6 +25,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 from shigoto import JobRecord, JobState
@@ -134,7 +135,7 @@ def check(
                     f"{[(r.worker_id, r.attempt) for r in mine]}"
                 )
         overlapped = False
-        for first, second in zip(mine, mine[1:], strict=False):
+        for first, second in pairwise(mine):
             if first.end_ms is not None and first.end_ms <= second.start_ms:
                 continue
             overlapped = True

@@ -193,3 +193,12 @@ async def settle_and_check(
         return check(ids, records, runs, faulted=faulted, dead_reasons=dead_reasons)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\ncounts {counts}\n{cluster.logs_text()[-4000:]}") from None
+
+
+async def assert_active_leased(app: App) -> int:
+    """Mid-run invariant: every ``active`` job holds a lease (a token, a worker and an
+    expiry); returns how many are active."""
+    active = await app.queue(QUEUE).jobs(JobState.ACTIVE, limit=5000)
+    bad = [r.id for r in active if r.lease_until_ms is None or r.worker_id is None]
+    assert not bad, f"active without a lease: {bad[:5]}"
+    return len(active)

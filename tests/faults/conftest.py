@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from backends.redis.servers import RedisServer, have_redis_binaries
 from conftest import REDIS_HOST, REDIS_PORT, redis_backend_available, require_server
-
 from shigoto import App
 
 from ._procs import Cluster, make_cluster

@@ -19,7 +19,7 @@ import pytest
 
 from shigoto import App
 
-from ._procs import Cluster, enqueue_effects, settle_and_check
+from ._procs import Cluster, assert_active_leased, enqueue_effects, settle_and_check
 
 WORKERS = 4
 FAST = {"concurrency": 4, "lease": 1.0, "stall_check": 0.2, "grace": 2.0}
@@ -42,6 +42,7 @@ async def sigkill_rounds(cluster: Cluster, jobs: int, rounds: int, settle_s: flo
             await asyncio.to_thread(victim.kill)
             killed.add(f"proc-{victim.pid}")
             cluster.spawn(**FAST)  # keep the pool at WORKERS processes
+            await assert_active_leased(app)
 
         report = await settle_and_check(
             app,

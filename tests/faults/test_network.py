@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from backends.redis.servers import RedisServer
 
+from backends.redis.servers import RedisServer
 from shigoto import App
 
 from ._accounting import ledger

@@ -9,7 +9,7 @@ really ran, independent of what shigoto's own tables claim.
 ``--clock-offset S`` runs the worker with a clock ``S`` seconds ahead (clock skew).
 The ``effect`` data may ask for a mixed workload (``bench/soak.py``): ``fail_until``
 raises until that attempt, ``fail_always`` raises every time, ``progress`` reports that
-many progress steps while sleeping.
+many progress steps while sleeping, ``exit_once`` calls ``os._exit`` on the first run.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def build_app(url: str, effects_path: str, clock_offset_s: float = 0.0) -> App:
         fail_until: int = 0,
         fail_always: bool = False,
         progress: int = 0,
+        exit_once: bool = False,
     ) -> int:
         # the side effect, committed before the handler does anything else
         seq = effects.execute(
@@ -76,6 +77,14 @@ def build_app(url: str, effects_path: str, clock_offset_s: float = 0.0) -> App:
             " VALUES (?, ?, ?, ?, ?)",
             (ctx.job_id, ctx.attempt, pid, ctx.worker_id, int(time.time() * 1000)),
         ).lastrowid
+        if (
+            exit_once
+            and effects.execute(
+                "SELECT count(*) FROM executions WHERE job_id = ?", (ctx.job_id,)
+            ).fetchone()[0]
+            == 1
+        ):
+            os._exit(17)  # the handler kills its own process: no cleanup of any kind
         try:
             if sleep:
                 runs = effects.execute(

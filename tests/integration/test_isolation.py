@@ -151,3 +151,45 @@ def test_registration_checks() -> None:
         app.job(isolation="thread")(workers_app.spin)
     handler = app.job(isolation="process")(workers_app.spin)
     assert handler.isolation == "process"
+
+
+async def test_retry_and_unrecoverable_steer_the_worker_from_the_child(app: App) -> None:
+    ask_later = _isolated(app, workers_app.ask_later, attempts=2)
+    refuse = _isolated(app, workers_app.refuse, attempts=5)
+    a = await ask_later.enqueue()
+    b = await refuse.enqueue()
+    async with running_worker(app, concurrency=2, **FAST):
+        assert await a.wait_until_finished(timeout=15) == "retried"
+        record = await _dead(b)
+    assert record.reason == "unrecoverable" and len(record.errors) == 1
+    assert record.errors[0].message == "business rule says no"
+
+
+async def test_shutdown_releases_an_isolated_job_and_leaves_no_child_behind(app: App) -> None:
+    spin = _isolated(app, workers_app.spin)  # no timeout: only the shutdown stops it
+    report = _isolated(app, workers_app.report)
+    idle_job = await report.enqueue(steps=1)
+    job = await spin.enqueue()
+    async with running_worker(app, concurrency=2, **{**FAST, "shutdown_grace_s": 0.2}) as worker:
+        await idle_job.wait_until_finished(timeout=15)
+        while await job.state() != JobState.ACTIVE:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert worker._pool is not None
+        pids = worker._pool.pids()
+        assert len(pids) == 2
+    record = await job.refresh()
+    assert record.state == JobState.WAITING and record.attempts == 0
+    for _ in range(100):
+        if not any(_alive(pid) for pid in pids):
+            break
+        await asyncio.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

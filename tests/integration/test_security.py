@@ -67,8 +67,9 @@ async def test_per_enqueue_encryption_satisfies_the_guard(app: App) -> None:
         got.append(api_key)
 
     await connect.enqueue(api_key="sk-123", encrypt=["api_key"])
+    await connect.with_options(encrypt=["api_key"]).enqueue(api_key="sk-456")
     await drain(app)
-    assert got == ["sk-123"]
+    assert sorted(got) == ["sk-123", "sk-456"]
 
 
 async def test_a_missing_or_wrong_key_sends_the_job_to_the_dlq_with_the_reason(

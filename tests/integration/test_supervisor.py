@@ -182,6 +182,21 @@ async def test_a_process_over_max_memory_is_recycled(url: str, running: list[Run
     assert sup.terminate() == 0
 
 
+def test_workers_stop_when_the_supervisor_is_killed(url: str, running: list[Running]) -> None:
+    sup = Running(url, "--processes", "2")
+    running.append(sup)
+    sup.wait_for(r"worker .* started: queues=\['procs'\]", count=2)
+    children = [pid for _, pid in sup.started()]
+    sup.proc.kill()  # kill -9: no chance to forward anything
+    sup.proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sup._reader.join(timeout=5)
+    assert not any(_alive(pid) for pid in children)
+    assert sup.log.count("supervisor is gone; stopping gracefully") == 2
+
+
 # -- the restart policy, with a stand-in command ------------------------------------------
 
 

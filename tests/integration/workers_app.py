@@ -70,3 +70,17 @@ def fail_once(ctx: Any) -> str:
     if ctx.attempt == 1:
         raise ValueError("first attempt fails")
     return "second attempt ok"
+
+
+def ask_later(ctx: Any) -> str:
+    if ctx.attempt == 1:
+        from shigoto import Retry
+
+        raise Retry(delay=0.01)
+    return "retried"
+
+
+def refuse(ctx: Any) -> None:
+    from shigoto import UnrecoverableError
+
+    raise UnrecoverableError("business rule says no")

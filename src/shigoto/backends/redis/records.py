@@ -92,7 +92,35 @@ def decode_state(state: bytes) -> StoredState:
 
 
 def decode_errors(errors: bytes | None) -> list[AttemptError]:
-    return _errors_decoder.decode(errors) if errors else []
+    if not errors:
+        return []
+    try:
+        return _errors_decoder.decode(errors)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # damaged outside shigoto: say so instead of failing every read of the queue
+        return [_corrupt("the stored error history could not be decoded")]
+
+
+def _decode_data(data: bytes) -> StoredData:
+    try:
+        return _data_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        # Damaged outside shigoto: read (and run) as an empty payload with default
+        # options, which the worker dead-letters as ``bad_payload`` — instead of failing
+        # the claim of the healthy jobs around it and every listing of the queue.
+        return StoredData(b"", JobOptions())
+
+
+def _corrupt(message: str) -> AttemptError:
+    return AttemptError(
+        attempt=0,
+        error_type="CorruptRecord",
+        message=message,
+        traceback="",
+        worker_id="",
+        started_ms=None,
+        ended_ms=0,
+    )
 
 
 def decode_record(
@@ -106,7 +134,7 @@ def decode_record(
 ) -> tuple[JobRecord, str | None]:
     """A stored job as a record, plus its current lease token (None when not active)."""
     st = _state_decoder.decode(state)
-    dt = _data_decoder.decode(data)
+    dt = _decode_data(data)
     record = JobRecord(
         id=job_id if isinstance(job_id, str) else job_id.decode(),
         queue=queue,
@@ -125,7 +153,7 @@ def decode_record(
         lease_until_ms=st.l,
         progress=progress,
         result=result,
-        errors=_errors_decoder.decode(errors) if errors else [],
+        errors=decode_errors(errors),
         reason=st.rs,
         cancel_requested=st.c,
     )
