@@ -1,6 +1,7 @@
 """shigoto (仕事): background jobs for Python."""
 
 from .app import App
+from .batches import Batch, BatchContext
 from .clock import FrozenClock, SystemClock
 from .context import JobCancelledError, JobContext, SyncJobContext
 from .errors import (
@@ -24,6 +25,8 @@ from .worker import Worker, WorkerSettings
 __all__ = [
     "App",
     "Backoff",
+    "Batch",
+    "BatchContext",
     "ConfigurationError",
     "DeadReason",
     "Event",

@@ -615,6 +615,16 @@ class Worker:
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
                 continue
             failures = 0
+            # Before the acks go: a burst worker must not see "nothing left" while the
+            # follow-up of a batch this completion finished is still being stored.
+            await self._batches.report(
+                backend,
+                [
+                    (record.queue, record.id, JobState.COMPLETED)
+                    for (_, record, _), ok in zip(batch, oks, strict=True)
+                    if ok
+                ],
+            )
             del self._acks[: len(batch)]
             for (completion, record, result), ok in zip(batch, oks, strict=True):
                 self._forget(completion.lease)
@@ -633,14 +643,6 @@ class Worker:
                         record.id,
                         extra={"job_id": record.id, "queue": record.queue},
                     )
-            await self._batches.report(
-                backend,
-                [
-                    (record.queue, record.id, JobState.COMPLETED)
-                    for (_, record, _), ok in zip(batch, oks, strict=True)
-                    if ok
-                ],
-            )
 
     # -- housekeeping ------------------------------------------------------------------
 

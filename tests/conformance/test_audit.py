@@ -4,6 +4,7 @@ cursors, pruned only by age; and the payload compare-and-set key rotation relies
 from __future__ import annotations
 
 import msgspec
+import pytest
 
 from shigoto.backends import Backend
 from shigoto.backends.contract import AuditEntry, AuditFilter
@@ -108,3 +109,20 @@ async def test_replace_payload_is_a_compare_and_set_that_spares_active_jobs(
     now_payload = (await record(backend, queue_name, "a")).payload
     assert not await backend.replace_payload(queue_name, "a", now_payload, b'{"v":4}')
     assert (await record(backend, queue_name, "a")).data == {"v": 2}
+
+
+async def test_a_sparse_filter_is_found_through_bounded_scans(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each query call looks at a bounded number of entries; callers follow cursors
+    through pages that may be empty, and find every match exactly once."""
+    import shigoto.backends.sqlite.audit as sqlite_audit
+
+    monkeypatch.setattr(sqlite_audit, "SCAN_ROWS", 7)
+    await backend.audit_append(
+        [entry(n, actor="bob" if n in (3, 97) else "alice") for n in range(100)]
+    )
+
+    found = await all_entries(backend, AuditFilter(actor="bob"), limit=2)
+
+    assert [e.at_ms for e in found] == [T0 + 97, T0 + 3]

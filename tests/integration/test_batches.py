@@ -26,6 +26,7 @@ from shigoto import App, UnrecoverableError
 from shigoto.batches import Batch
 from shigoto.errors import ConfigurationError
 from shigoto.job import JobState
+from shigoto.testing import run_until_empty
 
 from ._support import FAST
 
@@ -254,6 +255,26 @@ def test_the_blocking_twins_work_from_sync_code(app: App, queue_name: str) -> No
     assert sorted(seen) == [(0, 2), (1, 2)]
     assert batch.wait_until_finished_sync(timeout=1).done == 2
     assert queue.get_batch_sync(batch.id) is not None
+
+
+async def test_run_until_empty_also_runs_the_follow_up(app: App, queue_name: str) -> None:
+    ran: list[str] = []
+
+    @app.job(queue=queue_name)
+    async def part(ctx: Any, items: list[int], **_: Any) -> None:
+        return None
+
+    @app.job(queue=queue_name)
+    async def after(ctx: Any) -> None:
+        ran.append(ctx.batch.id)
+
+    for _ in range(3):
+        batch = await app.queue(queue_name).add_chunks(
+            "part", range(10), chunk_size=5, on_complete="after"
+        )
+        await run_until_empty(app, queue_name, concurrency=4)
+        assert ran[-1] == batch.id
+    assert len(ran) == 3
 
 
 # -- real worker processes -----------------------------------------------------------

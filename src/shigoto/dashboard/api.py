@@ -89,6 +89,11 @@ def api_routes(dash: Dashboard) -> list[Route]:
     async def workers(request: Request, principal: Principal) -> Any:
         return await views.worker_list(app, _now_ms())
 
+    async def batches(request: Request, principal: Principal) -> Any:
+        from .batches import batch_list
+
+        return await batch_list(app, q(request, "queue"))
+
     async def audit(request: Request, principal: Principal) -> Any:
         return await views.audit_log(
             app, list(dash.journal.entries), actor=q(request, "actor"), action=q(request, "action")
@@ -130,6 +135,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         Route("/api/activity", reader(activity)),
         Route("/api/schedules", reader(schedules)),
         Route("/api/workers", reader(workers)),
+        Route("/api/batches", reader(batches)),
         Route("/api/audit", reader(audit)),
         Route("/api/actions/{action}", action, methods=["POST"]),
     ]
@@ -211,6 +217,11 @@ def openapi_document(base: str = "") -> dict[str, Any]:
             ),
             "/api/schedules": _get("Schedules: next fire times and last run."),
             "/api/workers": _get("Workers holding leases, their queues and current jobs."),
+            "/api/batches": _get(
+                "Batches (chunked jobs), newest first: chunk counts, progress, failed "
+                "chunks, follow-up job.",
+                _param("queue", "Only this queue."),
+            ),
             "/api/audit": _get(
                 "The audit trail (or, without it, this process's dashboard actions), newest first.",
                 _param("actor", "Only entries by this actor."),

@@ -152,6 +152,12 @@ def page_routes(dash: Dashboard) -> list[Route]:
             request, "workers.html", principal, title="Workers", data=data, now_ms=_now_ms()
         )
 
+    async def batches(request: Request, principal: Principal) -> Response:
+        from .batches import batch_list
+
+        data = await batch_list(app, q(request, "queue"))
+        return dash.render(request, "batches.html", principal, title="Batches", data=data)
+
     async def activity(request: Request, principal: Principal) -> Response:
         data = await views.audit_log(
             app,
@@ -244,6 +250,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
         Route("/dead/confirm", page(confirm)),
         Route("/schedules", page(schedules)),
         Route("/workers", page(workers)),
+        Route("/batches", page(batches)),
         Route("/activity", page(activity)),
         Route("/actions/{action}", act, methods=["POST"]),
         Route("/login", login, methods=["GET", "POST"]),

@@ -3,7 +3,8 @@ compare-and-set that key rotation uses.
 
 A mixin of :class:`~shigoto.backends.sqlite.backend.SqliteBackend`. Entries are rows
 of the ``audit`` table, ordered by an autoincrement ``seq`` (never reused, so a
-cursor stays valid across prunes).
+cursor stays valid across prunes). The table has no secondary index, so appends stay
+cheap; a query walks ``seq`` ranges newest first, ``SCAN_ROWS`` rows per call.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from ...errors import ConfigurationError
 from ..contract import AUDIT_BATCH, AuditEntry, AuditFilter, AuditPage
 
 T = TypeVar("T")
-_END = 2**63 - 1
+SCAN_ROWS = 50_000
+"""The most rows one ``audit_query`` call looks at (the table has no secondary index:
+filters are checked while walking ``seq`` downwards, in ranges of this size)."""
 
 
 def _sql(name: str) -> str:
@@ -61,11 +64,10 @@ class SqliteAudit:
         if not 1 <= limit <= 1000:
             raise ConfigurationError("audit_query limit must be between 1 and 1000")
         try:
-            before = _END if cursor is None else int(cursor)
+            before = None if cursor is None else int(cursor)
         except ValueError:
             raise ConfigurationError(f"bad audit cursor {cursor!r}") from None
-        params = {
-            "before": before,
+        params: dict[str, object] = {
             "job_id": where.job_id,
             "actor": where.actor,
             "action": where.action,
@@ -76,10 +78,15 @@ class SqliteAudit:
         }
 
         def read(conn: sqlite3.Connection) -> AuditPage:
-            rows = conn.execute(_sql("audit_query"), params).fetchall()
-            items = [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
-            more = len(rows) == limit
-            return AuditPage(items, str(rows[-1][0]) if more else None)
+            low, high = conn.execute(_sql("audit_bounds")).fetchone()
+            top = high + 1 if before is None else before
+            floor = max(low, top - SCAN_ROWS)
+            rows = conn.execute(_sql("audit_query"), {**params, "before": top, "floor": floor})
+            found = rows.fetchall()
+            items = [AuditEntry(r[1], r[2], r[3], r[4], r[5], r[6]) for r in found]
+            if len(found) == limit:
+                return AuditPage(items, str(found[-1][0]))
+            return AuditPage(items, str(floor) if floor > low else None)
 
         return await self._run(read)
 

@@ -3,6 +3,9 @@
 -- updates one.
 
 -- audit_v1 --
+-- No secondary index: every index costs each append (a random-order insert for job
+-- ids), and the trail is written for every enqueue and run but read rarely. Queries
+-- walk seq ranges newest first, a bounded number of rows per call (audit.py).
 CREATE TABLE IF NOT EXISTS audit (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms   INTEGER NOT NULL,
@@ -12,20 +15,16 @@ CREATE TABLE IF NOT EXISTS audit (
     job_id  TEXT,
     details BLOB
 );
--- One index only, for a job's history (`shigoto audit --job`): every index costs each
--- append, and the trail is written far more often than read. Other filters scan
--- newest-first from a cursor; pruning walks from the oldest seq (rows are appended in
--- time order, give or take producers' clock skew).
-CREATE INDEX IF NOT EXISTS audit_job ON audit (job_id, seq) WHERE job_id IS NOT NULL;
 
 -- audit_append --
 INSERT INTO audit (at_ms, actor, action, queue, job_id, details)
 VALUES (:at_ms, :actor, :action, :queue, :job_id, :details);
 
 -- audit_query --
--- Newest first, keyset-paginated on seq; every filter is optional (NULL matches all).
+-- Newest first within the seq range [floor, before); every filter is optional (NULL
+-- matches all).
 SELECT seq, at_ms, actor, action, queue, job_id, details FROM audit
-WHERE seq < :before
+WHERE seq < :before AND seq >= :floor
   AND (:job_id IS NULL OR job_id = :job_id)
   AND (:actor IS NULL OR actor = :actor)
   AND (:action IS NULL OR action = :action)
@@ -33,6 +32,9 @@ WHERE seq < :before
   AND (:since IS NULL OR at_ms >= :since)
   AND (:until IS NULL OR at_ms < :until)
 ORDER BY seq DESC LIMIT :limit;
+
+-- audit_bounds --
+SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM audit;
 
 -- audit_prune --
 DELETE FROM audit WHERE seq IN (
