@@ -693,6 +693,11 @@ class Worker:
                 ctx.cancelled = True
                 log.info("job %s: cancellation requested", status.job_id)
             if not status.held:
+                if status.job_id not in self._running:
+                    # The handler already finished and its outcome is being written;
+                    # that write is what voided the lease. A real loss is reported by
+                    # the write itself (complete -> False, retry -> LeaseLost).
+                    continue
                 log.error(
                     "job %s: lease lost while running (blocked too long, or recovered "
                     "by another worker); abandoning it",
