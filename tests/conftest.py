@@ -28,6 +28,45 @@ tests/backends/redis/servers.py) runs; SHIGOTO_TEST_CLUSTER=all runs it everywhe
 SHIGOTO_TEST_CLUSTER=0 nowhere."""
 
 
+_REDIS_PREFIXES: set[str] = set()
+"""Key prefixes this session used on the shared Redis; their keys are deleted at exit."""
+
+
+def shared_redis_url(kind: str = "test") -> str:
+    """A URL on the shared Redis under a fresh prefix that the session cleans up."""
+    prefix = f"{kind}-{uuid.uuid4().hex[:10]}"
+    _REDIS_PREFIXES.add(prefix)
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix={prefix}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_shared_redis_keys() -> object:
+    """Leave the shared Redis as we found it: unlink every key under our prefixes.
+
+    Keys are ``{prefix:queue}:...`` or ``{prefix}:...``; SCAN with a MATCH per prefix
+    finds exactly ours, never another session's.
+    """
+    yield None
+    if not _REDIS_PREFIXES or not server_reachable(REDIS_HOST, REDIS_PORT):
+        return
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
+    try:
+        for prefix in sorted(_REDIS_PREFIXES):
+            for pattern in (f"{{{prefix}:*", f"{{{prefix}}}*"):
+                batch = []
+                for key in client.scan_iter(match=pattern, count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        client.unlink(*batch)
+                        batch.clear()
+                if batch:
+                    client.unlink(*batch)
+    finally:
+        client.close()
+
+
 def server_reachable(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -64,7 +103,7 @@ def make_url(name: str, tmp_path: Path) -> str:
         if not redis_backend_available():
             pytest.skip("the Redis backend is not built yet")
         require_server("Redis", REDIS_HOST, REDIS_PORT)
-        return f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix=test-{uuid.uuid4().hex[:10]}"
+        return shared_redis_url("test")
     raise ValueError(name)
 
 

@@ -4,14 +4,19 @@ key prefix), worker clusters on it, and Redis servers a test owns (to restart th
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from backends.redis.servers import RedisServer, have_redis_binaries
-from conftest import REDIS_HOST, REDIS_PORT, redis_backend_available, require_server
+from conftest import (
+    REDIS_HOST,
+    REDIS_PORT,
+    redis_backend_available,
+    require_server,
+    shared_redis_url,
+)
 from shigoto import App
 
 from ._procs import Cluster, make_cluster
@@ -25,7 +30,7 @@ def fault_url(name: str, tmp_path: Path) -> str:
     if not redis_backend_available():
         pytest.skip("the Redis backend is not built yet")
     require_server("Redis", REDIS_HOST, REDIS_PORT)
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix=faults-{uuid.uuid4().hex[:10]}"
+    return shared_redis_url("faults")
 
 
 @pytest.fixture(params=FAULT_BACKENDS)
