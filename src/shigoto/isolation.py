@@ -153,7 +153,10 @@ class ProcessPool:
                 "worker_id": ctx.worker_id,
                 "is_async": handler.is_async,
             }
-            child.conn.send(("run", fn.__module__, fn.__qualname__, info, data))
+            try:
+                child.conn.send(("run", fn.__module__, fn.__qualname__, info, data))
+            except OSError:  # the idle child died just now
+                raise await self._crashed(child) from None
             while True:
                 try:
                     message = await _receive(child.conn)

@@ -312,29 +312,50 @@ def supervised_slot() -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-async def guard_worker(worker: Worker, *, max_jobs: int | None) -> bool:
-    """Run beside a supervised worker: stop it after ``max_jobs`` jobs (returns True:
-    recycle), or when the supervisor is gone (its parent changed). Cancel to end."""
-    parent = os.getppid()
-    next_parent_check = 0.0
-    loop = asyncio.get_running_loop()
-    while True:
-        if max_jobs is not None and worker.processed + worker.failed >= max_jobs:
+class WorkerGuard:
+    """Runs beside a supervised worker: stops it once it has started ``max_jobs`` jobs
+    (then :attr:`recycle` is True: exit with :data:`RECYCLE_EXIT`), or when the
+    supervisor is gone (its parent changed).
+
+    Jobs are counted as they start (the ``active`` event), so the worker stops claiming
+    right after the last one; jobs claimed in the same batch still run (at most
+    ``concurrency - 1`` more).
+    """
+
+    def __init__(self, worker: Worker, *, max_jobs: int | None) -> None:
+        self.worker = worker
+        self.max_jobs = max_jobs
+        self.started = 0
+        self.recycle = False
+        self._parent = os.getppid()
+        self._task: asyncio.Task[None] | None = None
+        if max_jobs is not None:
+            worker.on("active", self._on_active)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch_parent(), name="shigoto-guard")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _on_active(self, _event: Any) -> None:
+        self.started += 1
+        if self.max_jobs is not None and self.started == self.max_jobs:
             log.info(
-                "worker %s ran %d job(s) (--max-jobs-per-process %d); stopping to be recycled",
-                worker.id,
-                worker.processed + worker.failed,
-                max_jobs,
+                "worker %s started %d job(s) (--max-jobs-per-process); stopping to be recycled",
+                self.worker.id,
+                self.started,
             )
-            worker.stop()
-            return True
-        if loop.time() >= next_parent_check:
-            next_parent_check = loop.time() + PARENT_CHECK_S
-            if os.getppid() != parent:
-                log.warning("worker %s: supervisor is gone; stopping gracefully", worker.id)
-                worker.stop()
-                return False
-        await asyncio.sleep(0.05)
+            self.recycle = True
+            self.worker.stop()
+
+    async def _watch_parent(self) -> None:
+        while os.getppid() == self._parent:
+            await asyncio.sleep(PARENT_CHECK_S)
+        log.warning("worker %s: supervisor is gone; stopping gracefully", self.worker.id)
+        self.worker.stop()
 
 
 def cli_child_command(

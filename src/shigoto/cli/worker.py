@@ -13,8 +13,8 @@ from ..supervisor import (
     RECYCLE_EXIT,
     Supervisor,
     SupervisorSettings,
+    WorkerGuard,
     cli_child_command,
-    guard_worker,
     supervised_slot,
 )
 from .loading import load_app
@@ -168,7 +168,8 @@ def worker(
             monitor_task = asyncio.create_task(Monitor(app, queues=instance.queues).run())
         guard = None
         if supervised_slot() is not None:
-            guard = asyncio.create_task(guard_worker(instance, max_jobs=max_jobs_per_process))
+            guard = WorkerGuard(instance, max_jobs=max_jobs_per_process)
+            guard.start()
         try:
             if with_scheduler:
                 async with app.scheduler(handle_signals=False).running():
@@ -176,16 +177,13 @@ def worker(
             else:
                 await instance.run()
         finally:
+            if guard is not None:
+                await guard.close()
             if monitor_task is not None:
                 monitor_task.cancel()
                 await asyncio.gather(monitor_task, return_exceptions=True)
             await app.close()
-        if guard is not None:
-            if guard.done() and guard.result():
-                return True
-            guard.cancel()
-            await asyncio.gather(guard, return_exceptions=True)
-        return False
+        return guard is not None and guard.recycle
 
     recycle = asyncio.run(main())
     click.echo(
