@@ -349,6 +349,28 @@ class Queue(DeadLetterOps):
             )
         return state
 
+    async def remove(self, job_id: str) -> bool:
+        """Delete a job in any state but ``active`` (cancel a running job first).
+        Returns False when the job is active or unknown."""
+        job_id = _required_job_id(job_id, "remove")
+        backend = await self.app.backend()
+        record = await backend.get(self.name, job_id)
+        removed = await backend.remove(self.name, job_id, now_ms=self.app.clock.now_ms())
+        if removed:
+            details = {} if record is None else {"state": record.state.value}
+            await self.app.audit.record("remove", queue=self.name, job_id=job_id, details=details)
+        return removed
+
+    async def promote(self, job_id: str) -> bool:
+        """Run a delayed job now: it becomes ``waiting`` as if it had become ready at this
+        moment. Returns False when the job is not delayed (or unknown)."""
+        job_id = _required_job_id(job_id, "promote")
+        backend = await self.app.backend()
+        promoted = await backend.promote(self.name, job_id, now_ms=self.app.clock.now_ms())
+        if promoted:
+            await self.app.audit.record("promote", queue=self.name, job_id=job_id)
+        return promoted
+
     async def pause(self) -> None:
         """Workers stop taking jobs from this queue (running ones finish)."""
         await (await self.app.backend()).set_paused(self.name, True)
@@ -392,8 +414,20 @@ class Queue(DeadLetterOps):
     def cancel_sync(self, job_id: str) -> JobState | None:
         return self.app.portal.call(self.cancel, job_id)
 
+    def remove_sync(self, job_id: str) -> bool:
+        return self.app.portal.call(self.remove, job_id)
+
+    def promote_sync(self, job_id: str) -> bool:
+        return self.app.portal.call(self.promote, job_id)
+
     def pause_sync(self) -> None:
         self.app.portal.call(self.pause)
 
     def resume_sync(self) -> None:
         self.app.portal.call(self.resume)
+
+
+def _required_job_id(job_id: str, action: str) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise ConfigurationError(f"{action}: job_id must be a non-empty string, got {job_id!r}")
+    return validate_job_id(job_id) or job_id

@@ -590,6 +590,25 @@ class Backend(Protocol):
         core, one :meth:`cancel` each). Returns the batch, None if unknown. Atomic."""
         ...
 
+    # -- job admin ---------------------------------------------------------------------
+    # Operator actions on one job (the dashboard's remove / promote, issue 7).
+
+    async def remove(self, queue: str, job_id: str, *, now_ms: int) -> bool:
+        """Delete a job in any state but ``active``: its record, payload, history,
+        progress and result, and its entry in every index, so :meth:`counts` drops by
+        one at once. An ``active`` job is refused (its worker holds the lease; cancel it
+        first) and left untouched. Returns True when the job was deleted, False when it
+        is active or unknown. A dedup key it held is then treated as held by a removed
+        job (see :meth:`enqueue`). Atomic."""
+        ...
+
+    async def promote(self, queue: str, job_id: str, *, now_ms: int) -> bool:
+        """Make a ``delayed`` job ``waiting`` now: ``ready_ms = now_ms``, so it is
+        claimed as if it had become ready at ``now_ms`` (after jobs of its priority that
+        were ready earlier), and idle workers are woken. Returns True when it moved,
+        False for any other state or an unknown job (nothing changes). Atomic."""
+        ...
+
 
 # -- records of the dead-letter and idempotency sections --------------------------------
 

@@ -1,4 +1,5 @@
-"""``shigoto jobs list`` and ``shigoto jobs show ID``: inspect jobs through the Queue API."""
+"""``shigoto jobs list|show|remove|promote``: inspect and administer jobs through the
+Queue API."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import App
-from ..errors import JobNotFound
+from ..errors import JobNotFound, ShigotoError
 from ..job import JobRecord, JobState
 from ..security.encryption import redact
 from .render import (
@@ -32,7 +33,7 @@ STATE_CHOICE = click.Choice([state.value for state in JobState], case_sensitive=
 
 @click.group()
 def jobs() -> None:
-    """List and inspect jobs."""
+    """List, inspect, remove and promote jobs."""
 
 
 @jobs.command("list")
@@ -96,6 +97,54 @@ def show_job(ctx: click.Context, job_id: str, queue: str | None, as_json: bool) 
         click.echo(msgspec.json.encode(record_dict(record)).decode())
         return
     make_console().print(job_detail(record))
+
+
+@jobs.command("remove", short_help="Delete a job that is not running.")
+@click.argument("job_id")
+@click.option("-q", "--queue", default=None, help="The job's queue (default: search all).")
+@url_option
+@click.pass_context
+def remove_job(ctx: click.Context, job_id: str, queue: str | None) -> None:
+    """Delete a job in any state but active (cancel a running job first): its data,
+    result and history are gone. Recorded in the audit trail under --actor."""
+    app = open_app(ctx)
+
+    async def main() -> JobRecord:
+        record = await find_job(app, job_id, queue)
+        if record.state is JobState.ACTIVE or not await app.queue(record.queue).remove(job_id):
+            raise ShigotoError(
+                f"job {job_id!r} of queue {record.queue!r} is active (a worker is running "
+                f"it): cancel it first (the worker stops at its next heartbeat), then remove it"
+            )
+        return record
+
+    record = run(app, main)
+    click.echo(f"removed job {job_id} ({record.state.value}) from queue {record.queue!r}")
+
+
+@jobs.command("promote", short_help="Run a delayed job now.")
+@click.argument("job_id")
+@click.option("-q", "--queue", default=None, help="The job's queue (default: search all).")
+@url_option
+@click.pass_context
+def promote_job(ctx: click.Context, job_id: str, queue: str | None) -> None:
+    """Make a delayed job waiting now, as if its delay had just run out. Recorded in
+    the audit trail under --actor."""
+    app = open_app(ctx)
+
+    async def main() -> JobRecord:
+        record = await find_job(app, job_id, queue)
+        if record.state is not JobState.DELAYED or not await app.queue(record.queue).promote(
+            job_id
+        ):
+            raise ShigotoError(
+                f"job {job_id!r} of queue {record.queue!r} is {record.state.value}, not "
+                "delayed: only a delayed job can be promoted"
+            )
+        return record
+
+    record = run(app, main)
+    click.echo(f"promoted job {job_id} of queue {record.queue!r}: waiting now")
 
 
 async def find_job(app: App, job_id: str, queue: str | None) -> JobRecord:

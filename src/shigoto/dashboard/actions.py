@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shigoto.dashboard.audit")
 
-ACTIONS = ("retry", "cancel", "pause", "resume", "redrive", "purge")
+ACTIONS = ("retry", "cancel", "remove", "promote", "pause", "resume", "redrive", "purge")
 PREVIEW_IDS = 20
 MAX_IDS = 1_000
 
@@ -86,7 +86,7 @@ async def perform(
 ) -> dict[str, Any]:
     """Run ``action`` for ``principal``; returns what happened (JSON-able).
 
-    ``params``: ``queue`` always; ``id`` for retry / cancel; ``ids`` or
+    ``params``: ``queue`` always; ``id`` for retry / cancel / remove / promote; ``ids`` or
     ``fingerprint`` or ``all`` for redrive / purge, with ``dry_run`` to preview.
     """
     if action not in ACTIONS:
@@ -97,16 +97,21 @@ async def perform(
     dry_run = params.get("dry_run") in (True, "1", "true", "on")
     if not principal.can_act and not dry_run:
         raise Forbidden(f"{principal.name} has the {principal.role.value} role: read only")
-    with _acting_as(actor_of(principal)):
+    with _acting_as(app, actor_of(principal)):
         result = await _run(app, principal, action, queue_name, dry_run, params)
     if not dry_run:
         await record(app, principal, action, queue_name, result, journal)
     return result
 
 
-def _acting_as(actor: str) -> contextlib.AbstractContextManager[Any]:
-    """Make the core's own audit entries (cancel, pause, ...) name the dashboard user,
-    when the audit trail (``shigoto.security.audit``) is installed."""
+def _acting_as(app: App, actor: str) -> contextlib.AbstractContextManager[Any]:
+    """Make the core's own audit entries (cancel, pause, ...) name the dashboard user
+    instead of the server process (``app.actor``; else ``shigoto.security.audit``'s
+    ``acting_as`` when installed)."""
+    app_actor = getattr(app, "actor", None)
+    if callable(app_actor):
+        by_app: contextlib.AbstractContextManager[Any] = app_actor(actor)
+        return by_app
     try:
         module = importlib.import_module("shigoto.security.audit")
     except ImportError:
@@ -128,7 +133,7 @@ async def _run(
 ) -> dict[str, Any]:
     queue = app.queue(queue_name)
     result: dict[str, Any] = {"action": action, "queue": queue_name, "dry_run": dry_run}
-    if action in ("retry", "cancel"):
+    if action in ("retry", "cancel", "remove", "promote"):
         job_id = params.get("id")
         if not isinstance(job_id, str) or not job_id:
             raise ConfigurationError(f"{action} needs a job id")
@@ -137,11 +142,15 @@ async def _run(
             moved = await queue.redrive([job_id], dry_run=dry_run, actor=actor_of(principal))
             result["ids"] = moved
             result["count"] = len(moved)
-        else:
-            if dry_run:
-                raise ConfigurationError("cancel has no dry run")
+        elif dry_run:
+            raise ConfigurationError(f"{action} has no dry run")
+        elif action == "cancel":
             state = await queue.cancel(job_id)
             result["state"] = None if state is None else state.value
+        elif action == "remove":
+            result["removed"] = await queue.remove(job_id)
+        else:
+            result["promoted"] = await queue.promote(job_id)
     elif action in ("pause", "resume"):
         if dry_run:
             raise ConfigurationError(f"{action} has no dry run")

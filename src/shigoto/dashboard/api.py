@@ -267,7 +267,10 @@ def openapi_document(base: str = "") -> dict[str, Any]:
                     "required": ["queue"],
                     "properties": {
                         "queue": {"type": "string"},
-                        "id": {"type": "string", "description": "retry / cancel"},
+                        "id": {
+                            "type": "string",
+                            "description": "retry / cancel / remove / promote",
+                        },
                         "ids": {"type": "array", "items": {"type": "string"}},
                         "fingerprint": {"type": "string"},
                         "all": {"type": "boolean"},

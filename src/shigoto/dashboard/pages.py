@@ -267,5 +267,13 @@ def describe(result: dict[str, object]) -> str:
         return f"job {result['id']} is now {result.get('state') or 'gone'}"
     if action == "retry":
         return f"job {result['id']} redriven" if result.get("count") else "job was not dead"
+    if action == "remove":
+        if result.get("removed"):
+            return f"job {result['id']} removed"
+        return f"job {result['id']} not removed (running, or already gone)"
+    if action == "promote":
+        if result.get("promoted"):
+            return f"job {result['id']} promoted: waiting now"
+        return f"job {result['id']} not promoted (not delayed)"
     verb = "redriven" if action == "redrive" else "purged"
     return f"{result.get('count', 0)} dead job(s) {verb}"

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 ACTIONS = (
     "enqueue",
     "cancel",
+    "remove",
+    "promote",
     "redrive",
     "purge",
     "pause",

@@ -58,6 +58,7 @@ from .batches import RedisBatches
 from .connection import BlockingWaiter, unavailable
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
+from .job_admin import RedisJobAdmin
 from .metrics import RedisMetrics
 from .plumbing import MAX_BATCH, by_queue, chunks
 from .records import (
@@ -81,7 +82,13 @@ _STATE_ORDER = (
 
 
 class RedisBackend(
-    RedisSchedules, RedisDeadLetters, RedisIdempotency, RedisMetrics, RedisAudit, RedisBatches
+    RedisSchedules,
+    RedisDeadLetters,
+    RedisIdempotency,
+    RedisMetrics,
+    RedisAudit,
+    RedisBatches,
+    RedisJobAdmin,
 ):
     """The Redis backend. See :mod:`shigoto.backends.redis.settings` for URL forms."""
 

@@ -63,6 +63,8 @@ SCRIPT_NAMES: Final = (
     "batch_finish",
     "batch_cancel",
     "batch_get",
+    "remove",
+    "promote",
 )
 
 LEASE_LOST: Final = -1

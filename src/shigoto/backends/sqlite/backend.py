@@ -49,6 +49,7 @@ from .audit import SqliteAudit
 from .batches import SqliteBatches
 from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
+from .job_admin import JobAdminMixin
 from .metrics import SqliteMetrics
 from .schedules import SchedulesMixin
 
@@ -137,7 +138,13 @@ def path_from_url(url: str) -> str:
 
 
 class SqliteBackend(
-    SchedulesMixin, SqliteDeadLetters, SqliteIdempotency, SqliteMetrics, SqliteAudit, SqliteBatches
+    SchedulesMixin,
+    SqliteDeadLetters,
+    SqliteIdempotency,
+    SqliteMetrics,
+    SqliteAudit,
+    SqliteBatches,
+    JobAdminMixin,
 ):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 
