@@ -49,6 +49,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_beat: float = 0.0
+        self._failing = False
 
     def track(self, lease: Lease, timeout_s: float | None) -> None:
         give_up = None if timeout_s is None else time.monotonic() + timeout_s + 2 * self._interval_s
@@ -75,7 +76,6 @@ class Heartbeat:
         loop = asyncio.new_event_loop()
         backend = self._open_backend()
         try:
-            loop.run_until_complete(backend.connect())
             while not self._stop.wait(self._interval_s):
                 self._beat(loop, backend)
         except Exception:
@@ -98,12 +98,24 @@ class Heartbeat:
             self.last_beat = now
             return
         try:
+            # connect() is idempotent: it also (re)connects after a failed start
+            loop.run_until_complete(backend.connect())
             statuses = loop.run_until_complete(
                 backend.extend(leases, lease_ms=self._lease_ms, now_ms=self._clock.now_ms())
             )
         except Exception as exc:  # backend down: try again next beat, lease may still hold
-            log.warning("heartbeat failed (%s: %s); retrying", type(exc).__name__, exc)
+            if not self._failing:  # once per outage, not once per beat
+                log.warning(
+                    "heartbeat failed (%s: %s); retrying every %.1f s",
+                    type(exc).__name__,
+                    exc,
+                    self._interval_s,
+                )
+            self._failing = True
             return
+        if self._failing:
+            log.warning("heartbeat: backend reachable again, leases renewed")
+            self._failing = False
         self.last_beat = now
         # paired with the lease asked about, so an answer about an older claim of a job
         # is never applied to a newer claim of it
