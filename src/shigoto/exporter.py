@@ -71,6 +71,18 @@ def _cap(per_name: dict[str, dict[str, int]], limit: int) -> dict[str, dict[str,
     return kept
 
 
+NAME_STATES = ("waiting", "delayed", "active", "dead")
+
+
+def _cap_by_total(per_name: dict[str, dict[str, int]], limit: int) -> dict[str, dict[str, int]]:
+    if len(per_name) <= limit:
+        return per_name
+    ranked = sorted(per_name, key=lambda n: -sum(per_name[n].values()))
+    kept = {name: per_name[name] for name in ranked[: limit - 1]}
+    kept["other"] = add_values(per_name[name] for name in ranked[limit - 1 :])
+    return kept
+
+
 def _buckets(values: dict[str, int], kind: str) -> list[tuple[str, float]]:
     counts = histogram(values, kind)
     out: list[tuple[str, float]] = []
@@ -99,7 +111,20 @@ async def collect(app: App, *, max_job_labels: int = MAX_JOB_LABELS) -> list[Met
     waiting = HistogramMetricFamily(
         "shigoto_job_wait_seconds", "Time from ready to started.", labels=["queue", "job"]
     )
+    per_job = GaugeMetricFamily(
+        "shigoto_job_jobs",
+        "Jobs per queue, job name and state (waiting, delayed, active, dead).",
+        labels=["queue", "job", "state"],
+    )
     for queue in await backend.queues():
+        by_name = await backend.counts_by_name(queue)
+        named = {
+            name: {state.value: n for state, n in per.items()}
+            for name, per in by_name.counts.items()
+        }
+        for name, per_state in sorted(_cap_by_total(named, max_job_labels).items()):
+            for state in NAME_STATES:
+                per_job.add_metric([queue, name, state], per_state.get(state, 0))
         counts = await backend.counts(queue)
         for state in JobState:
             jobs.add_metric([queue, state.value], counts[state])
@@ -127,7 +152,7 @@ async def collect(app: App, *, max_job_labels: int = MAX_JOB_LABELS) -> list[Met
     for stored in await backend.alert_states():
         alert = msgspec.json.decode(stored.state, type=AlertStatus)
         alerts.add_metric([alert.rule, alert.queue], 1.0 if alert.state == "firing" else 0.0)
-    return [jobs, paused, *counters.values(), processing, waiting, workers, alerts]
+    return [jobs, per_job, paused, *counters.values(), processing, waiting, workers, alerts]
 
 
 async def render(app: App, *, max_job_labels: int = MAX_JOB_LABELS) -> bytes:

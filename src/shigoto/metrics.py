@@ -265,6 +265,12 @@ class JobMetrics:
     """Attempts that ran longer than the handler's target (granularity guard)."""
     processing: Latency = field(default_factory=Latency)
     wait: Latency = field(default_factory=Latency)
+    waiting: int = 0
+    """Jobs of this name waiting now (``Backend.counts_by_name``)."""
+    delayed: int = 0
+    active: int = 0
+    dead_count: int = 0
+    """Jobs of this name dead now (``dead`` above is the dead-letterings in the window)."""
 
     @property
     def failure_rate(self) -> float | None:
@@ -297,6 +303,9 @@ class QueueSnapshot:
     oldest_waiting_s: float | None
     """How long the job at the head of the queue has been ready (None: none waiting)."""
     jobs: dict[str, JobMetrics]
+    names_complete: bool = True
+    """False when a state held more jobs than ``counts_by_name`` looks at, so the
+    per-name waiting/delayed/active/dead counts cover only part of it."""
 
     @property
     def backlog(self) -> int:
@@ -397,7 +406,10 @@ def latency(values: dict[str, int], kind: str) -> Latency:
     )
 
 
-def job_metrics(name: str, values: dict[str, int]) -> JobMetrics:
+def job_metrics(
+    name: str, values: dict[str, int], now: dict[JobState, int] | None = None
+) -> JobMetrics:
+    now = now or {}
     return JobMetrics(
         name=name,
         completed=values.get("completed", 0),
@@ -407,6 +419,10 @@ def job_metrics(name: str, values: dict[str, int]) -> JobMetrics:
         slow=values.get("slow", 0),
         processing=latency(values, "run"),
         wait=latency(values, "wait"),
+        waiting=now.get(JobState.WAITING, 0),
+        delayed=now.get(JobState.DELAYED, 0),
+        active=now.get(JobState.ACTIVE, 0),
+        dead_count=now.get(JobState.DEAD, 0),
     )
 
 
@@ -432,6 +448,7 @@ class QueueMetrics:
         per_name = merge(buckets)
         total = add_values(per_name.values())
         counts = await backend.counts(self.queue)
+        by_name = await backend.counts_by_name(self.queue)
         oldest: float | None = None
         if counts[JobState.WAITING]:
             head = await backend.list_jobs(self.queue, JobState.WAITING, limit=1)
@@ -455,7 +472,11 @@ class QueueMetrics:
             processing=latency(total, "run"),
             wait=latency(total, "wait"),
             oldest_waiting_s=oldest,
-            jobs={name: job_metrics(name, values) for name, values in sorted(per_name.items())},
+            jobs={
+                name: job_metrics(name, per_name.get(name, {}), by_name.counts.get(name))
+                for name in sorted(per_name.keys() | by_name.counts.keys())
+            },
+            names_complete=by_name.complete,
         )
 
     def snapshot_sync(self, window: Seconds = DEFAULT_WINDOW_S) -> QueueSnapshot:

@@ -15,8 +15,9 @@ from shigoto.backends.contract import (
     MINUTE_RETENTION_MS,
     MetricSample,
 )
+from shigoto.job import JobState
 
-from .support import T0
+from .support import T0, attempt_error, claim, enqueue, lease_of, new_job
 
 MINUTE0 = T0 - T0 % HOUR_MS  # an hour boundary, so minute and hour buckets line up
 
@@ -158,3 +159,43 @@ async def test_concurrent_evaluators_win_a_transition_once(
         )
     )
     assert sum(wins) == 1
+
+
+async def _jobs_in_four_states(backend: Backend, queue: str) -> None:
+    # dead: a x2, b x1 (enqueued, claimed and dead-lettered first)
+    await enqueue(backend, *(new_job(queue, name=n) for n in ("a", "a", "b")))
+    for claimed in await claim(backend, queue, limit=3):
+        await backend.dead_letter(
+            lease_of(claimed), reason="failed", error=attempt_error(), now_ms=T0
+        )
+    # active: a x1, b x2
+    await enqueue(backend, *(new_job(queue, name=n) for n in ("a", "b", "b")))
+    assert len(await claim(backend, queue, limit=3)) == 3
+    # waiting: a x3, b x1; delayed: a x1, b x2
+    await enqueue(backend, *(new_job(queue, name=n) for n in ("a", "a", "a", "b")))
+    await enqueue(backend, *(new_job(queue, name=n, delay_ms=60_000) for n in ("a", "b", "b")))
+
+
+async def test_counts_by_name_are_exact_per_name_and_state(
+    metrics: Backend, queue_name: str
+) -> None:
+    await _jobs_in_four_states(metrics, queue_name)
+    found = await metrics.counts_by_name(queue_name)
+    assert found.complete is True
+    assert found.counts == {
+        "a": {JobState.DEAD: 2, JobState.ACTIVE: 1, JobState.WAITING: 3, JobState.DELAYED: 1},
+        "b": {JobState.DEAD: 1, JobState.ACTIVE: 2, JobState.WAITING: 1, JobState.DELAYED: 2},
+    }
+    assert (await metrics.counts_by_name(queue_name + "-empty")).counts == {}
+
+
+async def test_counts_by_name_reports_incomplete_past_the_limit(
+    metrics: Backend, queue_name: str
+) -> None:
+    await _jobs_in_four_states(metrics, queue_name)
+    found = await metrics.counts_by_name(queue_name, limit=2)
+    exact = metrics.capabilities.name == "sqlite"
+    assert found.complete is exact
+    if not exact:
+        for state in JobState:
+            assert sum(per.get(state, 0) for per in found.counts.values()) <= 2

@@ -43,6 +43,21 @@ async def test_90_completed_10_failed_gives_a_10_percent_failure_rate(app: App) 
     assert snap.failure_rate == 0.1
     assert snap.success_rate == 0.9
     assert snap.backlog == 0 and snap.dead == 10 and snap.completed_total == 90
+    assert (snap.jobs["broken"].dead_count, snap.jobs["ok"].dead_count) == (10, 0)
+
+    # Per-name counts of jobs now (Backend.counts_by_name), beside the window's outcomes.
+    await queue.add("ok", {"slow": False})
+    await queue.add("ok", {"slow": False}, delay=600)
+    await queue.add("broken", {}, delay=600)
+    await queue.add("broken", {})
+    await queue.add("broken", {})
+    snap = await app.metrics(QUEUE).snapshot()
+    assert snap.names_complete is True
+    now = {
+        name: (job.waiting, job.delayed, job.active, job.dead_count)
+        for name, job in snap.jobs.items()
+    }
+    assert now == {"ok": (1, 1, 0, 0), "broken": (2, 1, 0, 10)}
     assert snap.processing.count == 100
     # 10 of 100 attempts slept 200 ms: the p95 lies in the (100, 250] ms bucket,
     # the median among the instant ones.
@@ -186,3 +201,24 @@ async def test_prometheus_job_labels_are_capped(app: App) -> None:
         if s.name == "shigoto_jobs_completed_total"
     }
     assert completed == {"job0": 10, "job1": 9, "other": 8 + 7 + 6}
+
+
+async def test_prometheus_shows_jobs_per_name_and_state(app: App) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shigoto.exporter import render
+
+    queue = app.queue(QUEUE)
+    for name in ("a", "a", "b"):
+        await queue.add(name, {})
+    await queue.add("b", {}, delay=600)
+    text = (await render(app)).decode()
+    per_job = {
+        (s.labels["job"], s.labels["state"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "shigoto_job_jobs"
+    }
+    assert per_job[("a", "waiting")] == 2
+    assert per_job[("b", "waiting")] == 1 and per_job[("b", "delayed")] == 1
+    assert per_job[("a", "dead")] == 0

@@ -473,6 +473,14 @@ class Backend(Protocol):
         """The newest transition notes, newest first (at most ``limit``). Read-only."""
         ...
 
+    async def counts_by_name(self, queue: str, *, limit: int = 10_000) -> NameCounts:
+        """Per job name, how many jobs of the queue are ``waiting``, ``delayed``,
+        ``active`` and ``dead`` (names and states with no job are absent). Bounded work:
+        at most ``limit`` jobs of each state are looked at; when a state holds more,
+        ``complete`` is False and its split covers only the first ``limit`` of them
+        (:meth:`counts` stays exact)."""
+        ...
+
     # -- audit -------------------------------------------------------------------------
     # Issue 8. An append-only trail of who did what (shigoto.security.audit decides what
     # is recorded). There is no method to change or delete one entry: only
@@ -676,6 +684,15 @@ HOUR_RETENTION_MS = 30 * 24 * HOUR_MS
 """Hour buckets are kept 30 days."""
 ALERT_HISTORY = 1000
 """Alert transition notes kept by :meth:`Backend.alert_transition`."""
+
+
+class NameCounts(msgspec.Struct, frozen=True):
+    """:meth:`Backend.counts_by_name`: job name -> state -> count, for the states
+    waiting, delayed, active and dead. ``complete`` is False when some state held more
+    jobs than the limit, so the split covers only the first ``limit`` of that state."""
+
+    counts: dict[str, dict[JobState, int]]
+    complete: bool = True
 
 
 class MetricSample(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from shigoto.backends.contract import (
 )
 from shigoto.backends.redis import RedisBackend
 from shigoto.backends.redis.metrics import bucket_key
+from shigoto.backends.redis.records import queue_keys
 from shigoto.errors import ConfigurationError
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR_MS
@@ -52,3 +53,11 @@ async def test_record_refuses_more_than_1000_entries(rb: RedisBackend, queue_nam
     key = bucket_key(rb.prefix, queue_name, MINUTE_MS, T0)
     with pytest.raises(ConfigurationError, match="metrics_record"):
         await rb._run("metrics_record", [key], (msgspec.msgpack.encode(entries),))
+
+
+async def test_counts_by_name_refuses_a_limit_below_one(rb: RedisBackend, queue_name: str) -> None:
+    keys = queue_keys(rb.prefix, queue_name)
+    script_keys = [keys.jobs, keys.wait, keys.delayed, keys.active, keys.dead]
+    for bad in (0, -1, "x"):
+        with pytest.raises(ConfigurationError, match="metrics_counts_by_name"):
+            await rb._run("metrics_counts_by_name", script_keys, (bad,))

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ...job import JobState
 from ..contract import (
     ALERT_HISTORY,
     HOUR_MS,
@@ -26,6 +27,7 @@ from ..contract import (
     MINUTE_RETENTION_MS,
     MetricBucket,
     MetricSample,
+    NameCounts,
     Resolution,
     StoredAlert,
 )
@@ -157,6 +159,16 @@ class RedisMetrics(RedisPlumbing):
         _, _, history = self._alert_keys()
         reply: list[bytes] = await self._call("LRANGE", history, 0, max(0, limit - 1))
         return [bytes(item) for item in reply]
+
+    async def counts_by_name(self, queue: str, *, limit: int = 10_000) -> NameCounts:
+        keys = queue_keys(self.prefix, queue)
+        script_keys = (keys.jobs, keys.wait, keys.delayed, keys.active, keys.dead)
+        reply = await self._run("metrics_counts_by_name", script_keys, (max(1, limit),))
+        counts: dict[str, dict[JobState, int]] = {}
+        for i in range(1, len(reply), 3):
+            name = reply[i].decode()
+            counts.setdefault(name, {})[JobState(reply[i + 1].decode())] = int(reply[i + 2])
+        return NameCounts(counts=counts, complete=bool(reply[0]))
 
 
 def _as_dict(reply: Any) -> dict[bytes, bytes]:

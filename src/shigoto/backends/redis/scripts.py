@@ -54,6 +54,7 @@ SCRIPT_NAMES: Final = (
     "metrics_worker_gone",
     "metrics_list_workers",
     "metrics_alert_transition",
+    "metrics_counts_by_name",
     "audit_append",
     "replace_payload",
     "batch_create",

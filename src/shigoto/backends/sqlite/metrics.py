@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
+from ...job import JobState
 from ..contract import (
     ALERT_HISTORY,
     HOUR_MS,
@@ -23,6 +24,7 @@ from ..contract import (
     MINUTE_RETENTION_MS,
     MetricBucket,
     MetricSample,
+    NameCounts,
     Resolution,
     StoredAlert,
 )
@@ -163,5 +165,17 @@ class SqliteMetrics:
         def read(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(_sql("metrics_alert_history"), {"limit": limit})
             return [bytes(row[0]) for row in rows]
+
+        return await self._run(read)
+
+    async def counts_by_name(self, queue: str, *, limit: int = 10_000) -> NameCounts:
+        # One indexed GROUP BY: exact, so ``limit`` is not needed here.
+        def read(conn: sqlite3.Connection) -> NameCounts:
+            counts: dict[str, dict[JobState, int]] = {}
+            for name, state, count in conn.execute(
+                _sql("metrics_counts_by_name"), {"queue": queue}
+            ):
+                counts.setdefault(name, {})[JobState(state)] = int(count)
+            return NameCounts(counts=counts, complete=True)
 
         return await self._run(read)

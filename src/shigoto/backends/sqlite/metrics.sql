@@ -87,3 +87,8 @@ DELETE FROM alert_history WHERE seq <= (SELECT MAX(seq) FROM alert_history) - :k
 
 -- metrics_alert_history --
 SELECT note FROM alert_history ORDER BY seq DESC LIMIT :limit;
+
+-- metrics_counts_by_name --
+SELECT name, state, count(*) FROM jobs
+WHERE queue = :queue AND state IN ('waiting', 'delayed', 'active', 'dead')
+GROUP BY name, state;
