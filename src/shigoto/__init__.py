@@ -19,7 +19,8 @@ from .handler import JobHandler
 from .job import DeadReason, Job, JobOptions, JobRecord, JobState
 from .queue import Queue
 from .retry import Backoff, Retry, UnrecoverableError
-from .scheduler import Misfire, Schedule, Scheduler
+from .schedule import Misfire, Schedule
+from .scheduler import Scheduler
 from .worker import Worker, WorkerSettings
 
 __all__ = [

@@ -23,7 +23,8 @@ from .job import JobOptions, option_overrides
 from .portal import Portal
 from .queue import Queue
 from .retry import ShouldRetry
-from .scheduler import Misfire, Schedule, Scheduler, Schedules
+from .schedule import Misfire, Schedule
+from .scheduler import Scheduler, Schedules
 from .security.audit import Audit, AuditSettings, acting_as
 from .security.guard import GuardPolicy
 from .security.protect import PayloadSecurity

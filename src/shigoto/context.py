@@ -20,7 +20,7 @@ from .clock import Seconds, to_ms
 from .errors import ConfigurationError, PayloadError
 from .idempotency import ONCE_TTL
 from .job import JobRecord
-from .scheduler import scheduled_at
+from .schedule import scheduled_at
 
 if TYPE_CHECKING:
     from .batches import BatchContext

@@ -356,7 +356,7 @@ class ProcessJobContext:
 
     @property
     def scheduled_at(self) -> Any:
-        from .scheduler import scheduled_at
+        from .schedule import scheduled_at
 
         return scheduled_at(self.job_id)
 

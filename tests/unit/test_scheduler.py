@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from shigoto import App, ConfigurationError, JobContext, Misfire, SyncJobContext
-from shigoto.scheduler import (
+from shigoto.schedule import (
     Schedule,
     define_schedule,
     due_ticks,

@@ -16,7 +16,8 @@ from ..backends import open_backend
 from ..backends.contract import ScheduleState
 from ..clock import SystemClock
 from ..job import JobState
-from ..scheduler import Schedule, require_schedules, resolve
+from ..schedule import Schedule
+from ..scheduler import require_schedules, resolve
 from .loading import load_app
 from .render import fmt_duration, make_console, state_text
 from .session import configure_logging, given_url, log_level, open_app, run, url_option
