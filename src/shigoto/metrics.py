@@ -591,4 +591,18 @@ def describe(snapshot: QueueSnapshot) -> dict[str, Any]:
         "wait": lat(snapshot.wait),
         "delay_s": snapshot.delay_s,
         "slow": {name: job.slow for name, job in snapshot.jobs.items() if job.slow},
+        "jobs": {
+            name: {
+                "waiting": job.waiting,
+                "delayed": job.delayed,
+                "active": job.active,
+                "dead": job.dead_count,
+                "completed": job.completed,
+                "failed": job.failed,
+                "failure_rate": job.failure_rate,
+                "processing": lat(job.processing),
+            }
+            for name, job in snapshot.jobs.items()
+        },
+        "jobs_complete": snapshot.names_complete,
     }

@@ -156,8 +156,15 @@ def test_stats_shows_rates_and_watch_draws_a_frame(worked: str) -> None:
     proc = shigoto("stats", "--metrics", url=worked)
     assert proc.returncode == 0, proc.stderr
     assert "fail %" in proc.stdout and "10.0%" in proc.stdout
+    # Per job name: the one failed job is dead now, and 100 % of its name failed.
+    by_name = proc.stdout[proc.stdout.index("jobs by name") :]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in by_name.splitlines()]
+    fail_row = next(cells for cells in rows if cells[1:2] == ["fail"])
+    assert fail_row[:9] == ["m", "fail", "0", "0", "0", "1", "0", "1", "100.0%"]
     as_json = json.loads(shigoto("stats", "--json", url=worked).stdout)
     assert as_json["m"]["metrics"]["failure_rate"] == 0.1
+    assert as_json["m"]["metrics"]["jobs"]["fail"]["dead"] == 1
+    assert as_json["m"]["metrics"]["jobs"]["ok"]["completed"] == 9
     frame = shigoto("stats", "--watch", "--frames", "1", url=worked)
     assert frame.returncode == 0, frame.stderr
     assert "done/min" in frame.stdout and "10.0%" in frame.stdout

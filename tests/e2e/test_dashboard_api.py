@@ -273,11 +273,15 @@ def test_queue_page_paginates_filters_and_finds_by_id(url: str, ids: dict[str, s
         assert len(third["page"]["jobs"]) == 10 and not third["page"]["more"]
         named = client.get("/api/queue?queue=bulk&state=waiting&name=a", headers=bearer).json()
         assert {j["name"] for j in named["page"]["jobs"]} == {"a"}
+        by_name = {row["name"]: row["waiting"] for row in first["by_name"]["rows"]}
+        assert by_name == {"a": 30, "b": 30} and first["by_name"]["complete"]
         sign_in(client, "alice", "correct horse")
         found = client.get(f"/queue?queue=mail&id={ids['xss']}", follow_redirects=False)
         assert found.status_code == 303 and "/job?" in found.headers["location"]
         missing = client.get("/queue?queue=mail&id=nope")
         assert "No job" in missing.text
+        page = client.get("/queue?queue=bulk").text
+        assert 'data-name="a"' in page and "state=waiting&amp;name=a" in page
 
 
 def test_openapi_document_is_valid_json_and_lists_the_api(client: TestClient) -> None:

@@ -69,6 +69,9 @@ def stats(
     console.print(counts_table(counts, paused, title=f"queues at {app.url}"))
     if show_metrics:
         console.print(live.metrics_table(extra[0], extra[1]))
+        names = live.names_table(extra[0])
+        if names is not None:
+            console.print(names)
     for table in (live.slow_table(extra[0]), live.workers_table(extra[2])):
         if table is not None:
             console.print(table)

@@ -69,6 +69,27 @@ def metrics_table(snapshots: list[QueueSnapshot], alerts: dict[str, list[str]]) 
     return table
 
 
+def names_table(snapshots: list[QueueSnapshot]) -> Table | None:
+    """Per job name: how many wait, are delayed, run and are dead now, and the window's
+    outcomes, so an operator sees which job fills a queue without listing it."""
+    rows = [(s.queue, job) for s in snapshots for job in s.jobs.values()]
+    if not rows:
+        return None
+    partial = any(not s.names_complete for s in snapshots)
+    title = "jobs by name" + (" (split of the first 10,000 per state)" if partial else "")
+    table = Table(title=title, header_style="bold")
+    for column in ("queue", "job", "waiting", "delayed", "active", "dead", "done", "failed",
+                   "fail %", "p95"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("queue", "job") else "right")
+    for queue, job in rows:
+        table.add_row(
+            queue, job.name, str(job.waiting), str(job.delayed), str(job.active),
+            str(job.dead_count), str(job.completed), str(job.failed), _rate(job.failure_rate),
+            _s(job.processing.p95_s),
+        )  # fmt: skip
+    return table
+
+
 def slow_table(snapshots: list[QueueSnapshot]) -> Table | None:
     """The granularity guard: handlers whose jobs ran past their target."""
     rows = [(s.queue, job) for s in snapshots for job in s.jobs.values() if job.slow]
@@ -106,7 +127,7 @@ def view(
 ) -> Group:
     snapshots, alerts, workers = data
     parts: list[Table] = [metrics_table(snapshots, alerts)]
-    for extra in (slow_table(snapshots), workers_table(workers)):
+    for extra in (names_table(snapshots), slow_table(snapshots), workers_table(workers)):
         if extra is not None:
             parts.append(extra)
     return Group(*parts)

@@ -72,7 +72,7 @@ def api_routes(dash: Dashboard) -> list[Route]:
         jobs = await views.job_page(
             app, name, q(request, "state", "waiting"), page=page, name=q(request, "name")
         )
-        return summary | {"page": jobs}
+        return summary | {"page": jobs, "by_name": await views.jobs_by_name(app, name)}
 
     async def job(request: Request, principal: Principal) -> Any:
         return await views.job_detail(app, q(request, "queue"), q(request, "id"))

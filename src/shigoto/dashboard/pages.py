@@ -89,6 +89,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
             title=f"Queue {name}",
             summary=summary,
             jobs=jobs,
+            by_name=await views.jobs_by_name(app, name),
             states=views.STATES,
             not_found=job_id,
             now_ms=_now_ms(),

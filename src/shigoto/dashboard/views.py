@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ..app import App
 
 STATES = [state.value for state in JobState]
+NAME_STATES = ("waiting", "delayed", "active", "dead")
+"""The states counted per job name (the live ones, and dead letters)."""
 PAGE_SIZE = 25
 NAME_SCAN_LIMIT = 5_000
 """Jobs read at most to answer a name filter (the backend lists by state only)."""
@@ -60,6 +62,18 @@ async def queue_summary(app: App, name: str) -> dict[str, Any]:
         "total": sum(counts.values()),
         "paused": await queue.is_paused(),
     }
+
+
+async def jobs_by_name(app: App, queue: str) -> dict[str, Any]:
+    """Per job name, how many jobs wait, are delayed, run and are dead now, busiest
+    first, so the queue page shows which job fills the queue."""
+    found = await (await app.backend()).counts_by_name(queue)
+    busiest = sorted(found.counts.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    rows = [
+        {"name": name} | {state: per.get(JobState(state), 0) for state in NAME_STATES}
+        for name, per in busiest
+    ]
+    return {"rows": rows, "complete": found.complete}
 
 
 async def overview(app: App) -> dict[str, Any]:
