@@ -41,6 +41,9 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --url sqlite:///$$(mktemp -d)/bench.db
+	test -x bench/.venv-peers/bin/python || $(PYTHON) -m venv bench/.venv-peers
+	bench/.venv-peers/bin/pip install --quiet -e '.[redis]' -r bench/requirements-peers.txt
+	bench/.venv-peers/bin/python bench/compare.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/site
