@@ -11,6 +11,7 @@ from .errors import (
     JobNotFound,
     LeaseLost,
     PayloadError,
+    RateLimited,
     ShigotoError,
     WaitTimeout,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Misfire",
     "PayloadError",
     "Queue",
+    "RateLimited",
     "Retry",
     "Schedule",
     "Scheduler",

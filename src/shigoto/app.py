@@ -133,6 +133,9 @@ class App:
         encrypt = options.pop("encrypt", None)
         allow_sensitive = options.pop("allow_sensitive", None)
         isolation = options.pop("isolation", None)
+        rate_limit_key = options.pop("rate_limit_key", None)
+        if rate_limit_key is not None and not callable(rate_limit_key):
+            raise ConfigurationError("rate_limit_key must be callable(data) -> str | None")
         target_s = float(options.pop("target_s", 60.0))
         if not target_s > 0:
             raise ConfigurationError(f"target_s must be > 0 seconds, got {target_s}")
@@ -158,6 +161,7 @@ class App:
                 should_retry=should_retry,
             )
             handler.isolation = checked_isolation
+            handler.rate_limit_key = rate_limit_key
             self.handlers[job_name] = handler
             self.job_targets[job_name] = None if long_running else target_s
             return handler
@@ -259,11 +263,14 @@ class App:
     # -- producing / consuming -----------------------------------------------------------
 
     def queue(self, name: str = "default", **defaults: Any) -> Queue:
-        """The queue called ``name``; ``defaults`` (job options) apply to jobs added to it."""
+        """The queue called ``name``; ``defaults`` (job options) apply to jobs added to it,
+        and ``rate_limit_key=lambda data: ...`` gives its jobs their rate-limit group."""
         queue = self._queues.get(name)
         if queue is None:
             queue = self._queues[name] = Queue(self, name, defaults)
         elif defaults:
+            if "rate_limit_key" in defaults:
+                queue.rate_limit_key = defaults.pop("rate_limit_key")
             queue.defaults.update(option_overrides(**defaults))
         return queue
 

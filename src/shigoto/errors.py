@@ -2,10 +2,14 @@
 
 The exceptions a *handler* raises to steer the worker (``Retry``,
 ``UnrecoverableError``) live in :mod:`shigoto.retry`, apart from these, because they
-are part of the job-writing API rather than failures of the framework.
+are part of the job-writing API rather than failures of the framework. The one
+exception here that handlers raise, :class:`RateLimited`, does not derive from
+``ShigotoError`` for the same reason.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 
 class ShigotoError(Exception):
@@ -55,3 +59,33 @@ class WaitTimeout(ShigotoError, TimeoutError):
 
 class BackendUnavailable(ShigotoError, ConnectionError):
     """The backend could not be reached; the message says which URL and why."""
+
+
+class RateLimited(Exception):
+    """Raise from a handler when the service it calls says "slow down" (HTTP 429).
+
+    The job goes back to ``delayed`` for ``retry_after`` seconds **without counting an
+    attempt**. With ``hold=True`` (the default) its rate-limit group — or the whole
+    queue, for a job without a group — yields no claims for that long either, so the
+    other jobs talking to the same provider wait too (BullMQ's ``rateLimit``). A job
+    that keeps being rate limited is retried for as long as it takes: it never dies of
+    it.
+    """
+
+    def __init__(
+        self,
+        retry_after: float | timedelta = 1.0,
+        message: str = "rate limited by the service",
+        *,
+        hold: bool = True,
+    ) -> None:
+        seconds = (
+            retry_after.total_seconds()
+            if isinstance(retry_after, timedelta)
+            else float(retry_after)
+        )
+        if not seconds >= 0:
+            raise ConfigurationError(f"RateLimited retry_after must be >= 0 s, got {retry_after!r}")
+        super().__init__(message)
+        self.retry_after_s = seconds
+        self.hold = hold

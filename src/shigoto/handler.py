@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from .app import App
     from .job import RetentionSpec
+    from .limits import GroupKey
 
     R = TypeVar("R", default=Any)
     P = ParamSpec("P", default=...)
@@ -93,6 +94,8 @@ class JobHandler(Generic[R, P]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.isolation: str | None = None
         """``"process"``: runs in a pooled child process (see :mod:`shigoto.isolation`)."""
+        self.rate_limit_key: GroupKey | None = None
+        """``data -> group``: the rate-limit group of each job (see :mod:`shigoto.limits`)."""
         self.signature = _data_signature(fn, name)
         functools.update_wrapper(self, fn)
 
@@ -165,6 +168,7 @@ class JobHandler(Generic[R, P]):
         max_stalls: int | None = None,
         encrypt: Sequence[str] | None = None,
         allow_sensitive: Sequence[str] | None = None,
+        group: str | None = None,
     ) -> BoundEnqueue[R, P]:
         """Options for one enqueue, checked now:
         ``await send_welcome.with_options(delay=5, priority=1).enqueue(user_id=1)``."""
@@ -182,6 +186,7 @@ class JobHandler(Generic[R, P]):
             "max_stalls": max_stalls,
             "encrypt": encrypt,
             "allow_sensitive": allow_sensitive,
+            "group": group,
         }
         options = {k: v for k, v in given.items() if v is not None}
         option_overrides(**{k: v for k, v in options.items() if k in OPTION_NAMES})

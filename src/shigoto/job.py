@@ -268,6 +268,8 @@ class JobRecord(msgspec.Struct, frozen=True):
     errors: list[AttemptError] = msgspec.field(default_factory=list)
     reason: str | None = None
     cancel_requested: bool = False
+    group: str | None = None
+    """The job's rate-limit group (from ``rate_limit_key``, or ``group=`` at enqueue)."""
 
     @property
     def data(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from .job import (
     validate_delay,
     validate_job_id,
 )
+from .limits import GroupKey, RateSpec, build_limits, describe, group_of, validate_group
 from .security.audit import current_actor, enqueue_entries
 from .telemetry import trace_fields, traced_enqueue
 
@@ -60,6 +61,10 @@ class Queue(DeadLetterOps):
             )
         self.app = app
         self.name = name
+        self.rate_limit_key: GroupKey | None = defaults.pop("rate_limit_key", None)
+        """Default group of this queue's jobs (``data -> group``), see shigoto.limits."""
+        if self.rate_limit_key is not None and not callable(self.rate_limit_key):
+            raise ConfigurationError("rate_limit_key must be callable(data) -> str | None")
         self.defaults = option_overrides(**defaults)
 
     def __repr__(self) -> str:
@@ -79,9 +84,13 @@ class Queue(DeadLetterOps):
         dedup_ttl: Seconds | None = None,
         encrypt: Sequence[str] | None = None,
         allow_sensitive: Sequence[str] | None = None,
+        group: str | None = None,
         **options: Any,
     ) -> Job:
         """Add one job. Adding an existing ``job_id`` returns that job (``created=False``).
+
+        ``group``: the job's rate-limit group (default: the handler's or the queue's
+        ``rate_limit_key`` applied to ``data``), see :mod:`shigoto.limits`.
 
         Options: ``priority`` (higher first), ``attempts``, ``backoff``, ``timeout``,
         ``remove_on_complete``, ``remove_on_fail``, ``max_stalls``.
@@ -106,6 +115,7 @@ class Queue(DeadLetterOps):
             dedup_ttl=dedup_ttl,
             encrypt=encrypt,
             allow_sensitive=allow_sensitive,
+            group=group,
         )
         backend = await self.app.backend()
         if new.dedup_key is not None:
@@ -203,6 +213,7 @@ class Queue(DeadLetterOps):
                             dedup_ttl=spec.pop("dedup_ttl", None),
                             encrypt=spec.pop("encrypt", None),
                             allow_sensitive=spec.pop("allow_sensitive", None),
+                            group=spec.pop("group", None),
                         )
                     )
                     if batch[-1].dedup_key is not None:
@@ -226,10 +237,16 @@ class Queue(DeadLetterOps):
         dedup_ttl: Seconds | None = None,
         encrypt: Sequence[str] | None = None,
         allow_sensitive: Sequence[str] | None = None,
+        group: str | None = None,
     ) -> NewJob:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"job name must be a non-empty string, got {name!r}")
         handler = self.app.handlers.get(name)
+        group = validate_group(group)
+        group_key = handler.rate_limit_key if handler is not None else None
+        group_key = group_key or self.rate_limit_key
+        if group is None and group_key is not None and isinstance(data, Mapping):
+            group = group_of(group_key, data, name)
         layered = {**self.defaults, **(handler.options if handler else {})}
         layered.update(option_overrides(**options))
         layered["actor"] = current_actor()
@@ -250,6 +267,7 @@ class Queue(DeadLetterOps):
             ready_ms=now_ms + delay_ms,
             dedup_key=key,
             dedup_ttl_ms=ttl_ms,
+            group=group,
         )
 
     async def add_chunks(
@@ -388,6 +406,40 @@ class Queue(DeadLetterOps):
     async def is_paused(self) -> bool:
         return await (await self.app.backend()).is_paused(self.name)
 
+    async def set_limits(
+        self,
+        *,
+        rate_limit: RateSpec | None = None,
+        max_active: int | None = None,
+        group_rate_limit: RateSpec | None = None,
+    ) -> None:
+        """Replace this queue's limits, for every worker at once (stored in the backend):
+        ``await app.queue("email").set_limits(rate_limit="100/s", max_active=5)``.
+
+        ``rate_limit``: claims per sliding window (``"100/s"``, ``"600/m"``, ``"10/h"``,
+        ``"5/10s"``); ``max_active``: jobs running at once across all workers;
+        ``group_rate_limit``: the same window per rate-limit group, with fair rotation
+        between groups. Arguments left out are removed; ``set_limits()`` clears all.
+        See :mod:`shigoto.limits`."""
+        limits = build_limits(
+            rate_limit=rate_limit, max_active=max_active, group_rate_limit=group_rate_limit
+        )
+        backend = await self.app.backend()
+        if not backend.capabilities.rate_limits:
+            raise ConfigurationError(
+                f"the {backend.capabilities.name} backend does not support rate limits yet "
+                "(contract section 'rate limits')"
+            )
+        await backend.set_limits(self.name, limits)
+        await self.app.audit.record("limits", queue=self.name, details=describe(limits))
+
+    async def limits(self) -> dict[str, Any]:
+        """This queue's limits as set (``{"rate_limit": "100/s", "max_active": 5,
+        "group_rate_limit": None, "held_until_ms": None}``)."""
+        backend = await self.app.backend()
+        stored = await backend.get_limits(self.name, now_ms=self.app.clock.now_ms())
+        return {**describe(stored), "held_until_ms": stored.held_until_ms}
+
     # -- blocking twins (one portal; see shigoto.portal) -------------------------------
 
     def add_sync(
@@ -427,6 +479,9 @@ class Queue(DeadLetterOps):
 
     def pause_sync(self) -> None:
         self.app.portal.call(self.pause)
+
+    def set_limits_sync(self, **limits: Any) -> None:
+        self.app.portal.call(self.set_limits, **limits)
 
     def resume_sync(self) -> None:
         self.app.portal.call(self.resume)

@@ -39,7 +39,7 @@ from .backends.contract import Backend, Claimed, Completion, Lease, LeaseStatus
 from .batches import BatchTracker
 from .clock import to_ms
 from .context import JobCancelledError, JobContext, SyncJobContext
-from .errors import ConfigurationError, LeaseLost, ShigotoError
+from .errors import ConfigurationError, LeaseLost, RateLimited, ShigotoError
 from .events import Event, EventBus, EventType, Listener
 from .isolation import ProcessCrashed, ProcessPool
 from .job import AttemptError, DeadReason, JobRecord, JobState
@@ -456,6 +456,9 @@ class Worker:
         started_ms: int,
         handler: JobHandler[Any] | None,
     ) -> None:
+        if isinstance(exc, RateLimited):
+            await self._postpone(record, lease, exc)
+            return
         self.failed += 1
         now = self.app.clock.now_ms()
         error = AttemptError(
@@ -543,6 +546,38 @@ class Worker:
         except Exception:
             log.exception(
                 "job %s: could not record its failure; it will be recovered when its lease expires",
+                record.id,
+                extra=extra,
+            )
+        self._forget(lease)
+
+    async def _postpone(self, record: JobRecord, lease: Lease, exc: RateLimited) -> None:
+        """The service told the handler to slow down: back to ``delayed`` for
+        ``retry_after`` without counting the attempt, holding the job's group or queue
+        with it when asked (see shigoto.limits)."""
+        now = self.app.clock.now_ms()
+        extra = {"job_id": record.id, "queue": record.queue}
+        log.info(
+            "job %s (%s) rate limited by its service: %s; again in %.1f s%s",
+            record.id,
+            record.name,
+            exc,
+            exc.retry_after_s,
+            " (its group or queue held as long)" if exc.hold else "",
+            extra=extra,
+        )
+        self._runs.note(
+            "job.end", record.queue, record.id, record.options.actor, outcome="rate_limited"
+        )
+        try:
+            await self._require_backend().postpone(
+                lease, run_at_ms=now + to_ms(exc.retry_after_s), hold=exc.hold, now_ms=now
+            )
+        except LeaseLost:
+            log.warning("job %s: lease lost before its postponement was recorded", record.id)
+        except Exception:
+            log.exception(
+                "job %s: could not postpone it; it will be recovered when its lease expires",
                 record.id,
                 extra=extra,
             )

@@ -44,6 +44,9 @@ class Capabilities(msgspec.Struct, frozen=True):
     """Workers on different machines may share it."""
     blocking_wait: bool = False
     """``wait_for_work`` is woken by enqueues from other processes (no polling)."""
+    rate_limits: bool = False
+    """Implements the rate-limit section (``set_limits``, ``get_limits``, ``postpone``,
+    limits enforced by ``claim``)."""
 
 
 class NewJob(msgspec.Struct, frozen=True):
@@ -61,6 +64,10 @@ class NewJob(msgspec.Struct, frozen=True):
     dedup_ttl_ms: int | None = None
     """With ``dedup_key``: also hold the key this long after ``created_ms``, even once
     the job has finished. None: only while the job is live."""
+    group: str | None = None
+    """The job's rate-limit group (computed by the core from ``rate_limit_key``): a
+    non-empty string without NUL, or None. Only a queue with a group rate limit looks
+    at it (see :meth:`Backend.claim`)."""
 
     @property
     def priority(self) -> int:
@@ -179,6 +186,22 @@ class Backend(Protocol):
         them. A paused queue yields nothing. Each claimed job becomes ``active`` with
         a fresh token, ``attempts + 1`` and a lease until ``now_ms + lease_ms``.
         Atomic: two concurrent claims never return the same job.
+
+        The queue's :class:`QueueLimits` are enforced here, in the same atomic step:
+        nothing while the queue is held (``held_until_ms > now_ms``); at most
+        ``max_active - active`` jobs; at most ``rate_max`` claims in any window
+        ``(t - rate_period_ms, t]`` (every claimed job is one entry of a sliding log).
+        With a group rate limit, the claim looks at the first ``GROUP_SCAN`` ready jobs,
+        takes one job per group in turn (groups in name order, starting after the group
+        served last; jobs without a group form one more group with no group limit),
+        applies each group's own window and hold, and moves the scanned jobs of a group
+        that is over its limit or held to ``delayed`` until that group's next slot, so
+        a noisy group's backlog never hides the others' jobs.
+
+        A claim that a limit held back (fewer jobs than asked although jobs wait)
+        remembers when the queue's next slot opens, and :meth:`wait_for_work` does not
+        wait on that queue beyond it — nor wake up for it before it (rate limits), so
+        idle workers sleep instead of spinning.
         """
         ...
 
@@ -290,6 +313,31 @@ class Backend(Protocol):
         ...
 
     async def is_paused(self, queue: str) -> bool: ...
+
+    # -- rate limits ---------------------------------------------------------------------
+    # Issue 11. Queue settings stored with the queue (every worker agrees, like pause);
+    # enforced by :meth:`claim`. Parsing and the user-facing forms live in shigoto.limits.
+
+    async def set_limits(self, queue: str, limits: QueueLimits) -> None:
+        """Replace the queue's limits (``QueueLimits()`` removes them). The sliding logs
+        and holds are kept, so changing a limit neither resets nor skips a window.
+        Atomic."""
+        ...
+
+    async def get_limits(self, queue: str, *, now_ms: int) -> QueueLimits:
+        """The queue's limits (``QueueLimits()`` when none), with ``held_until_ms`` set
+        when the queue is held beyond ``now_ms``. Read-only."""
+        ...
+
+    async def postpone(self, lease: Lease, *, run_at_ms: int, hold: bool, now_ms: int) -> None:
+        """Give a job back for later without counting its attempt (the handler raised
+        :class:`~shigoto.errors.RateLimited`): ``delayed`` until ``run_at_ms``
+        (``waiting`` when already due), ``attempts - 1``, the lease void. With ``hold``,
+        the job's group — or the whole queue for a job without a group — yields no
+        claims before ``run_at_ms`` (a later hold wins, an earlier one is ignored). A job
+        whose cancellation was requested while it ran becomes ``cancelled`` instead.
+        Raises ``LeaseLost``. Atomic."""
+        ...
 
     async def redrive(
         self,
@@ -616,6 +664,37 @@ class Backend(Protocol):
         were ready earlier), and idle workers are woken. Returns True when it moved,
         False for any other state or an unknown job (nothing changes). Atomic."""
         ...
+
+
+# -- records of the rate-limit section ---------------------------------------------------
+
+GROUP_SCAN = 1000
+"""How many ready jobs a claim with a group rate limit looks at (bounded work)."""
+CONCURRENCY_POLL_MS = 50
+"""How long a claim held back by ``max_active`` tells idle workers to wait before trying
+again: finishing a job does not wake other workers, so they look again this often."""
+
+
+class QueueLimits(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A queue's rate limits and concurrency cap (all optional; None = no limit).
+
+    A rate is ``*_max`` claims per sliding window of ``*_period_ms``; both or neither
+    are set."""
+
+    rate_max: int | None = None
+    rate_period_ms: int | None = None
+    max_active: int | None = None
+    """Active jobs of the queue, across all workers."""
+    group_rate_max: int | None = None
+    """Per rate-limit group (``NewJob.group``), each group its own window."""
+    group_rate_period_ms: int | None = None
+    held_until_ms: int | None = None
+    """Read-only: set by :meth:`Backend.postpone` with ``hold``, reported by
+    :meth:`Backend.get_limits`; ignored by :meth:`Backend.set_limits`."""
+
+    @property
+    def is_empty(self) -> bool:
+        return self.rate_max is None and self.max_active is None and self.group_rate_max is None
 
 
 # -- records of the dead-letter and idempotency sections --------------------------------

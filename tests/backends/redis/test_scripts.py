@@ -51,7 +51,10 @@ def enqueue_keys(k: QueueKeys) -> tuple[bytes, ...]:
 
 
 def claim_keys(k: QueueKeys) -> tuple[bytes, ...]:
-    return (k.meta, k.wait, k.delayed, k.active, k.jobs, k.data, k.errors, k.progress, k.marker)
+    return (
+        *(k.meta, k.wait, k.delayed, k.active, k.jobs, k.data, k.errors, k.progress, k.marker),
+        *(k.limits, k.rate, k.grate, k.grate_exp),
+    )
 
 
 def finish_keys(k: QueueKeys, index: bytes) -> tuple[bytes, ...]:
@@ -140,18 +143,19 @@ async def test_the_backend_splits_batches_larger_than_a_script_takes(
 # -- consuming --------------------------------------------------------------------------
 
 
-async def test_claim_returns_next_due_then_five_values_per_job(
+async def test_claim_returns_next_due_and_hold_then_five_values_per_job(
     rb: RedisBackend, keys: QueueKeys, queue_name: str
 ) -> None:
     later = msgspec.structs.replace(job(queue_name, "later"), ready_ms=T0 + 5000)
     await rb.enqueue([job(queue_name, "now"), later], T0)
     reply = await run(rb, "claim", claim_keys(keys), T0, 10, "w", T0 + 100, "tok")
     assert reply[0] == T0 + 5000
-    assert reply[1] == b"now" and len(reply) == 6
-    assert reply[4] is None and reply[5] is None  # no errors, no progress yet
+    assert reply[1] == -1  # no limit held the claim back
+    assert reply[2] == b"now" and len(reply) == 7
+    assert reply[5] is None and reply[6] is None  # no errors, no progress yet
     paused = await run(rb, "set_paused", (keys.meta, keys.marker), "1")
     assert paused == 1
-    assert await run(rb, "claim", claim_keys(keys), T0 + 9000, 10, "w", T0, "t") == [-1]
+    assert await run(rb, "claim", claim_keys(keys), T0 + 9000, 10, "w", T0, "t") == [-1, -1]
 
 
 async def test_claim_error_codes(rb: RedisBackend, keys: QueueKeys) -> None:

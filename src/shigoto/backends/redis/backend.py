@@ -61,6 +61,7 @@ from .idempotency import RedisIdempotency
 from .job_admin import RedisJobAdmin
 from .metrics import RedisMetrics
 from .plumbing import MAX_BATCH, by_queue, chunks
+from .rate_limits import RedisRateLimits
 from .records import (
     decode_record,
     decode_state,
@@ -89,15 +90,18 @@ class RedisBackend(
     RedisAudit,
     RedisBatches,
     RedisJobAdmin,
+    RedisRateLimits,
 ):
     """The Redis backend. See :mod:`shigoto.backends.redis.settings` for URL forms."""
 
-    capabilities = Capabilities(name="redis", multi_host=True, blocking_wait=True)
+    capabilities = Capabilities(name="redis", multi_host=True, blocking_wait=True, rate_limits=True)
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._waiter = BlockingWaiter(self.settings)
         self._due_at: dict[str, float] = {}
+        self._held_at: dict[str, float] = {}
+        """Queue -> loop time its next slot opens, when a limit held a claim back."""
 
     async def close(self) -> None:
         await self._waiter.close()
@@ -153,18 +157,28 @@ class RedisBackend(
                 keys.errors,
                 keys.progress,
                 keys.marker,
+                keys.limits,
+                keys.rate,
+                keys.grate,
+                keys.grate_exp,
             ),
             (now_ms, min(limit, MAX_BATCH), worker_id, now_ms + lease_ms, os.urandom(6).hex()),
         )
-        next_due = reply[0]
+        next_due, hold_until = reply[0], reply[1]
+        loop_now = asyncio.get_running_loop().time()
         if next_due >= 0:
             # remembered as a monotonic deadline: wait_for_work sleeps no longer than this
             delay_s = (next_due - now_ms) / 1000
-            self._due_at[queue] = asyncio.get_running_loop().time() + delay_s + 0.001
+            self._due_at[queue] = loop_now + delay_s + 0.001
         else:
             self._due_at.pop(queue, None)
+        if hold_until >= 0:
+            # a limit held the claim back: idle workers sleep until its next slot
+            self._held_at[queue] = loop_now + max(0, hold_until - now_ms) / 1000 + 0.001
+        else:
+            self._held_at.pop(queue, None)
         claimed = []
-        for n in range(1, len(reply), 5):
+        for n in range(2, len(reply), 5):
             try:
                 record, token = decode_record(
                     queue, reply[n], reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], None
@@ -202,10 +216,22 @@ class RedisBackend(
             due_at = self._due_at.get(queue)
             if due_at is not None:
                 timeout = min(timeout, due_at - now)
+        # A queue held by its limits is not waited on (its marker would wake us for
+        # nothing) but looked at again when its next slot opens.
+        open_queues = []
+        for queue in queues:
+            held_at = self._held_at.get(queue)
+            if held_at is not None and held_at > now:
+                timeout = min(timeout, held_at - now)
+            else:
+                open_queues.append(queue)
         if timeout <= 0:
             return
+        if not open_queues:
+            await asyncio.sleep(timeout)
+            return
         groups: dict[tuple[str, int] | None, list[bytes]] = {}
-        for queue in queues:
+        for queue in open_queues:
             marker = queue_keys(self.prefix, queue).marker
             node = None
             if isinstance(client, RedisCluster):  # one blocking wait per node

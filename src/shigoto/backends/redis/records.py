@@ -58,6 +58,7 @@ class StoredState(msgspec.Struct):
     l: int | None = None  # noqa: E741 - lease_until_ms
     rs: str | None = None  # reason
     c: bool = False  # cancel requested
+    g: str | None = None  # rate-limit group
 
 
 _STATES = {state.value: state for state in JobState}
@@ -156,6 +157,7 @@ def decode_record(
         errors=decode_errors(errors),
         reason=st.rs,
         cancel_requested=st.c,
+        group=st.g,
     )
     return record, st.t
 
@@ -174,13 +176,17 @@ class QueueKeys:
         "dedup_check",
         "delayed",
         "errors",
+        "grate",
+        "grate_exp",
         "index",
         "jobs",
+        "limits",
         "marker",
         "meta",
         "once",
         "once_exp",
         "progress",
+        "rate",
         "result",
         "tag",
         "ticks",
@@ -210,6 +216,10 @@ class QueueKeys:
         self.once = key + b":once"
         self.once_exp = key + b":once_exp"
         self.ticks = key + b":ticks"
+        self.limits = key + b":limits"
+        self.rate = key + b":rate"
+        self.grate = key + b":grate"
+        self.grate_exp = key + b":grate_exp"
         self.index = {
             JobState.WAITING: self.wait,
             JobState.DELAYED: self.delayed,
@@ -241,6 +251,10 @@ class QueueKeys:
             self.once,
             self.once_exp,
             self.ticks,
+            self.limits,
+            self.rate,
+            self.grate,
+            self.grate_exp,
         )
 
 
@@ -263,13 +277,14 @@ class GlobalKeys:
         self.schedule_defs = key + b":schedule_defs"
 
 
-class _JobPart(msgspec.Struct):
+class _JobPart(msgspec.Struct, omit_defaults=True):
     """The per-job fields of a new job's state (same short keys as StoredState)."""
 
     s: str
     n: str
     cm: int
     r: int
+    g: str | None = None
 
 
 class _OptionsPart(msgspec.Struct):
@@ -309,7 +324,13 @@ def new_state(job: NewJob, ready_ms: int, now_ms: int) -> bytes:
     allocates, so it never has to decode and re-encode the map. Safe because the whole
     map is a *fixmap* (at most 15 entries, header byte ``0x80 | count``)."""
     own = _packer.encode(
-        _JobPart("delayed" if ready_ms > now_ms else "waiting", job.name, job.created_ms, ready_ms)
+        _JobPart(
+            "delayed" if ready_ms > now_ms else "waiting",
+            job.name,
+            job.created_ms,
+            ready_ms,
+            job.group,
+        )
     )
     shared, shared_count, _ = _options_parts(job.options)
     return _FIXMAP_HEADERS[own[0] - _FIXMAP + shared_count + 1] + own[1:] + shared

@@ -66,6 +66,8 @@ SCRIPT_NAMES: Final = (
     "batch_get",
     "remove",
     "promote",
+    "set_limits",
+    "postpone",
 )
 
 LEASE_LOST: Final = -1

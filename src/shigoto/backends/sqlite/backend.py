@@ -51,6 +51,7 @@ from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
 from .job_admin import JobAdminMixin
 from .metrics import SqliteMetrics
+from .rate_limits import SqliteRateLimits, limited_claim, record_claims
 from .schedules import SchedulesMixin
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ T = TypeVar("T")
 RECORD_COLUMNS = (
     "id, queue, name, payload, options, state, priority, created_ms, ready_ms, attempts, "
     "stalls, started_ms, finished_ms, worker_id, lease_until_ms, progress, result, errors, "
-    "reason, cancel_requested"
+    "reason, cancel_requested, grp"
 )
 MIGRATIONS = (
     "migration_1",
@@ -67,6 +68,7 @@ MIGRATIONS = (
     "metrics_v1",
     "audit_v1",
     "batches_v1",
+    "rate_limits_v1",
 )
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""
@@ -145,6 +147,7 @@ class SqliteBackend(
     SqliteAudit,
     SqliteBatches,
     JobAdminMixin,
+    SqliteRateLimits,
 ):
     """The embedded backend. ``url`` is ``sqlite:///relative.db`` or ``sqlite:////abs.db``.
 
@@ -153,7 +156,9 @@ class SqliteBackend(
     survives process crashes, the failure a job queue meets most).
     """
 
-    capabilities = Capabilities(name="sqlite", multi_host=False, blocking_wait=False)
+    capabilities = Capabilities(
+        name="sqlite", multi_host=False, blocking_wait=False, rate_limits=True
+    )
 
     def __init__(self, url: str) -> None:
         self.path = str(Path(path_from_url(url)).expanduser().absolute())
@@ -171,6 +176,8 @@ class SqliteBackend(
                 )
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._held_at: dict[str, float] = {}
+        """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -249,24 +256,35 @@ class SqliteBackend(
     async def claim(
         self, queue: str, *, limit: int, worker_id: str, lease_ms: int, now_ms: int
     ) -> list[Claimed]:
-        def tx(conn: sqlite3.Connection) -> list[Claimed]:
+        def tx(conn: sqlite3.Connection) -> tuple[list[Claimed], int | None]:
             row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
             if row is not None and row[0]:
-                return []
+                return [], None
             # Promote more than ``limit``: a due job of high priority must not lose to
             # earlier-due low-priority ones just because they were promoted first.
             promote = max(limit, PROMOTE_ON_CLAIM)
             conn.execute(SQL["promote_due"], {"queue": queue, "now": now_ms, "limit": promote})
-            rows = conn.execute(
-                SQL["claim"],
-                {
-                    "queue": queue,
-                    "limit": limit,
-                    "worker": worker_id,
-                    "lease_until": now_ms + lease_ms,
-                    "now": now_ms,
-                },
-            ).fetchall()
+            params: dict[str, Any] = {
+                "queue": queue,
+                "limit": limit,
+                "worker": worker_id,
+                "lease_until": now_ms + lease_ms,
+                "now": now_ms,
+            }
+            # The queue's limits, in this same transaction (rate_limits.py)
+            allowance = limited_claim(conn, queue, limit, now_ms)
+            if allowance is None:
+                rows = conn.execute(SQL["claim"], params).fetchall()
+            elif allowance.seqs is not None:
+                params["seqs"] = _encoder.encode(allowance.seqs).decode()
+                rows = conn.execute(SQL["claim_seqs"], params).fetchall() if allowance.seqs else []
+            elif allowance.count > 0:
+                params["limit"] = allowance.count
+                rows = conn.execute(SQL["claim"], params).fetchall()
+            else:
+                rows = []
+            if allowance is not None:
+                record_claims(conn, queue, allowance, [r[20] for r in rows], now_ms)
             claimed = []
             for r in rows:
                 try:
@@ -274,14 +292,26 @@ class SqliteBackend(
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                     _bury_corrupt(conn, queue, r, exc, now_ms, worker_id)
             claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
-            return claimed
+            return claimed, None if allowance is None else allowance.hold_until_ms
 
         if limit <= 0:
             return []
-        return await self._write(tx)
+        claimed, hold_until_ms = await self._write(tx)
+        if hold_until_ms is not None:
+            # wait_for_work sleeps until then instead of polling a queue that is held
+            delay_s = max(0, hold_until_ms - now_ms) / 1000
+            self._held_at[queue] = asyncio.get_running_loop().time() + delay_s
+        else:
+            self._held_at.pop(queue, None)
+        return claimed
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
+        now = loop.time()
+        held = [self._held_at.get(queue, now) - now for queue in queues]
+        if held and min(held) > 0:  # every queue is held by its limits: nothing to poll
+            await asyncio.sleep(min(timeout_s, min(held)))
+            return
         event = asyncio.Event()
         _wakeups.add(self.path, loop, event)
         try:
@@ -591,6 +621,7 @@ def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -
                     "created_ms": job.created_ms,
                     "ready_ms": max(job.ready_ms, job.created_ms),
                     "max_stalls": job.options.max_stalls,
+                    "grp": job.group,
                 },
             ).rowcount
             == 1
@@ -608,7 +639,15 @@ def _job_options(conn: sqlite3.Connection, lease: Lease) -> JobOptions | None:
         "SELECT options FROM jobs WHERE queue = ? AND id = ? AND token = ?",
         (lease.queue, lease.job_id, lease.token),
     ).fetchone()
-    return None if row is None else _options_decoder.decode(row[0])
+    return None if row is None else _decode_options(row[0])
+
+
+@functools.lru_cache(maxsize=256)
+def _decode_options(raw: bytes) -> JobOptions:
+    """Options as stored: the jobs of one bulk enqueue share the same bytes, and a
+    ``JobOptions`` is immutable, so each distinct value is decoded once, not per claim
+    and again per completion."""
+    return _options_decoder.decode(raw)
 
 
 def _trim(
@@ -676,7 +715,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         queue=row[1],
         name=row[2],
         payload=row[3],
-        options=_options_decoder.decode(row[4]),
+        options=_decode_options(row[4]),
         state=JobState(row[5]),
         priority=row[6],
         created_ms=row[7],
@@ -692,6 +731,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         errors=_errors_decoder.decode(row[17]),
         reason=row[18],
         cancel_requested=bool(row[19]),
+        group=row[20],
     )
 
 

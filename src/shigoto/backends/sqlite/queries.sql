@@ -45,9 +45,9 @@ CREATE TABLE IF NOT EXISTS queues (
 
 -- enqueue --
 INSERT INTO jobs (id, queue, name, payload, options, state, priority, created_ms, ready_ms,
-                  max_stalls)
+                  max_stalls, grp)
 VALUES (:id, :queue, :name, :payload, :options, :state, :priority, :created_ms, :ready_ms,
-        :max_stalls)
+        :max_stalls, :grp)
 ON CONFLICT (queue, id) DO NOTHING;
 
 -- register_queue --

@@ -1,31 +1,54 @@
---[[ claim: lease up to `limit` ready jobs of one queue, best first.
+--[[ claim: lease up to `limit` ready jobs of one queue, best first, within its limits.
 
 Order: priority (higher first), then ready_ms, then enqueue order: exactly the order of
 the `wait` index (see includes/job.lua). Due delayed jobs are promoted first (up to
 max(limit, 1000), so a due high-priority job is never hidden behind earlier-due low
 ones). A paused queue yields nothing.
 
+Limits (the `limits` hash, written by set_limits.lua; all optional):
+  hu        held until (ms): nothing is claimed before it (postpone.lua, RateLimited)
+  ma        max active: at most ma - ZCARD(active) jobs
+  rm / rp   at most rm claims in any window (t - rp, t]: `rate` is the sliding log,
+            score = claim time, one member per claimed job
+  gm / gp   the same per rate-limit group (job state field `g`), in `grate` (score 0,
+            member = group NUL time(15 digits) token, so one group is one BYLEX range)
+            and `grate_exp` (score = claim time, same member: bounded expiry)
+  lg        the group served last (fair rotation)
+  h:<group> the group is held until then (postpone.lua)
+With gm set, the claim looks at the first 1000 ready jobs, takes one per group in turn
+(groups in name order starting after `lg`; jobs without a group form the group "",
+which has no group limit), and moves the scanned jobs of a group that is over its
+limit or held to `delayed` until the group's next slot, so one group's backlog never
+hides the others' jobs.
+
 KEYS[1] meta      KEYS[2] wait      KEYS[3] delayed   KEYS[4] active
 KEYS[5] jobs      KEYS[6] data      KEYS[7] errors    KEYS[8] progress
-KEYS[9] marker
+KEYS[9] marker    KEYS[10] limits   KEYS[11] rate     KEYS[12] grate
+KEYS[13] grate_exp
 ARGV[1] now_ms    ARGV[2] limit (1..1000)    ARGV[3] worker_id
 ARGV[4] lease_until_ms                       ARGV[5] token prefix (random, per call)
 
-Returns: {next_due_ms, then five entries per claimed job: id, state (MessagePack),
-         data, errors JSON or nil, progress or nil}
+Returns: {next_due_ms, hold_until_ms, then five entries per claimed job: id, state
+         (MessagePack), data, errors JSON or nil, progress or nil}
          next_due_ms is the due time of the earliest delayed job (-1: none; also -1 for a
          paused queue), so an idle worker knows how long it may sleep.
+         hold_until_ms (-1: none) is when the queue's next slot opens when a limit (or a
+         hold) let this claim take nothing: idle workers sleep until then.
 Errors:  -2  limit outside 1..1000
 A job whose stored state does not decode is not returned: it is left active with an
 expired lease and max_stalls 0 (and a "CorruptRecord" entry), so recover_stalled
 moves it to dead instead of the whole claim failing.
-Atomic: two concurrent claims never return the same job. If jobs remain waiting after
-the claim, the wake-up marker is set so another idle worker claims them.
+Atomic: two concurrent claims never return the same job, and never exceed a limit
+together. If jobs remain waiting after a full claim, the wake-up marker is set so
+another idle worker claims them.
 ]]
 --- @include "job"
 
 local MAX_CLAIM = 1000
 local PROMOTE_ON_CLAIM = 1000
+local GROUP_SCAN = 1000
+local EXPIRE_BATCH = 1000
+local CONCURRENCY_POLL_MS = 50
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 if limit == nil or limit < 1 or limit > MAX_CLAIM then
@@ -34,9 +57,10 @@ end
 local worker, lease_until, token_prefix = ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local meta, wait, delayed, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jobs, data, errors, progress, marker = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local limits, rate, grate, grate_exp = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 
 if redis.call('HGET', meta, 'paused') == '1' then
-  return {-1}
+  return {-1, -1}
 end
 
 local function earliest_due()
@@ -48,18 +72,173 @@ if next_due >= 0 and next_due <= now then
   promote(delayed, wait, jobs, now, math.max(limit, PROMOTE_ON_CLAIM))
   next_due = earliest_due()
 end
-local out = {next_due}
+local out = {next_due, -1}
 
-local popped = redis.call('ZPOPMIN', wait, limit)
-if #popped == 0 then
+-- the queue's own limits --------------------------------------------------------------
+local lim = redis.call('HMGET', limits, 'hu', 'ma', 'rm', 'rp', 'gm', 'gp', 'lg')
+local held_until, max_active = tonumber(lim[1]), tonumber(lim[2])
+local rate_max, rate_period = tonumber(lim[3]), tonumber(lim[4])
+local group_max, group_period, last_group = tonumber(lim[5]), tonumber(lim[6]), lim[7]
+if held_until and held_until > now then
+  out[2] = held_until
   return out
 end
-local ids = {}
-for i = 1, #popped, 2 do
-  ids[#ids + 1] = id_of_wait(popped[i])
+local room, hold = limit, nil
+if max_active then
+  local free = max_active - redis.call('ZCARD', active)
+  if free <= 0 then
+    hold = now + CONCURRENCY_POLL_MS
+  end
+  room = math.min(room, free)
 end
+if rate_max and rate_period then
+  redis.call('ZREMRANGEBYSCORE', rate, '-inf', int(now - rate_period))
+  local used = redis.call('ZCARD', rate)
+  if used >= rate_max then
+    local nth = redis.call('ZRANGE', rate, used - rate_max, used - rate_max, 'WITHSCORES')
+    local next_slot = tonumber(nth[2]) + rate_period
+    hold = hold and math.max(hold, next_slot) or next_slot
+  end
+  room = math.min(room, rate_max - used)
+end
+if room <= 0 then
+  out[2] = hold or -1
+  return out
+end
+
+-- which jobs: the head of `wait`, or one per group in turn ------------------------------
+local ids, members = {}, {}
+local parked_any = false
+if group_max and group_period then
+  -- forget group log entries that left their window (bounded; the rest next time)
+  local old = redis.call('ZRANGEBYSCORE', grate_exp, '-inf', int(now - group_period),
+    'LIMIT', 0, EXPIRE_BATCH)
+  if #old > 0 then
+    redis.call('ZREM', grate, unpack(old))
+    redis.call('ZREM', grate_exp, unpack(old))
+  end
+  local scanned = redis.call('ZRANGE', wait, 0, GROUP_SCAN - 1)
+  local lanes, names = {}, {}
+  if #scanned > 0 then
+    local scan_ids = {}
+    for i, member in ipairs(scanned) do
+      scan_ids[i] = id_of_wait(member)
+    end
+    local packed = redis.call('HMGET', jobs, unpack(scan_ids))
+    for i, member in ipairs(scanned) do
+      local ok, job = pcall(cmsgpack.unpack, packed[i] or '')
+      if not ok or type(job) ~= 'table' then
+        job = nil
+      end
+      local group = (job and type(job.g) == 'string') and job.g or ''
+      if not lanes[group] then
+        lanes[group] = {}
+        names[#names + 1] = group
+      end
+      local lane = lanes[group]
+      lane[#lane + 1] = {member = member, id = scan_ids[i], job = job}
+    end
+  end
+  table.sort(names)
+  if last_group then
+    local after, before = {}, {}
+    for _, name in ipairs(names) do
+      if name > last_group then after[#after + 1] = name else before[#before + 1] = name end
+    end
+    for _, name in ipairs(before) do after[#after + 1] = name end
+    names = after
+  end
+
+  -- a group over its limit (or held) waits as delayed until its next slot
+  local function park(lane, until_ms)
+    local removed = {}
+    for _, entry in ipairs(lane) do
+      if entry.job then
+        entry.job.s = 'delayed'
+        entry.job.r = until_ms
+        job_save(jobs, entry.id, entry.job)
+        redis.call('ZADD', delayed, int(until_ms), seq_member(entry.job, entry.id))
+        removed[#removed + 1] = entry.member
+      end
+    end
+    if #removed > 0 then
+      redis.call('ZREM', wait, unpack(removed))
+      parked_any = true
+    end
+  end
+
+  local rooms, heads = {}, {}
+  for _, name in ipairs(names) do
+    heads[name] = 1
+    if name == '' then
+      rooms[name] = room
+    else
+      local group_hold = tonumber(redis.call('HGET', limits, 'h:' .. name))
+      if group_hold and group_hold <= now then
+        redis.call('HDEL', limits, 'h:' .. name)
+        group_hold = nil
+      end
+      if group_hold then
+        rooms[name] = 0
+        park(lanes[name], group_hold)
+      else
+        local lo, hi = '[' .. name .. '\0', '(' .. name .. '\1'
+        local used = redis.call('ZLEXCOUNT', grate, lo, hi)
+        rooms[name] = group_max - used
+        if used >= group_max then
+          local nth = redis.call('ZRANGE', grate, lo, hi, 'BYLEX', 'LIMIT', used - group_max, 1)
+          local at = tonumber(string.sub(nth[1], #name + 2, #name + 16))
+          park(lanes[name], at + group_period)
+        end
+      end
+    end
+  end
+  local served = nil
+  local progress_made = true
+  while #ids < room and progress_made do
+    progress_made = false
+    for _, name in ipairs(names) do
+      if #ids >= room then
+        break
+      end
+      local lane = lanes[name]
+      if rooms[name] > 0 and heads[name] <= #lane then
+        local entry = lane[heads[name]]
+        heads[name] = heads[name] + 1
+        rooms[name] = rooms[name] - 1
+        ids[#ids + 1] = entry.id
+        members[#members + 1] = entry.member
+        served = name
+        progress_made = true
+      end
+    end
+  end
+  if served then
+    redis.call('HSET', limits, 'lg', served)
+  end
+  if #members > 0 then
+    redis.call('ZREM', wait, unpack(members))
+  end
+  if parked_any then
+    out[1] = earliest_due()
+  end
+else
+  local popped = redis.call('ZPOPMIN', wait, room)
+  for i = 1, #popped, 2 do
+    ids[#ids + 1] = id_of_wait(popped[i])
+  end
+end
+if #ids == 0 then
+  if parked_any and redis.call('ZCARD', wait) > 0 then
+    wake(marker)
+  end
+  return out
+end
+
+-- lease them ----------------------------------------------------------------------------
 local packed = redis.call('HMGET', jobs, unpack(ids))
 local states, job_args, active_args, corrupt = {}, {}, {}, {}
+local rate_args, grate_args, grate_exp_args = {}, {}, {}
 for n, id in ipairs(ids) do
   local until_ms = lease_until
   local ok, job = pcall(cmsgpack.unpack, packed[n] or '')
@@ -86,9 +265,27 @@ for n, id in ipairs(ids) do
   job_args[#job_args + 1] = states[n]
   active_args[#active_args + 1] = int(until_ms)
   active_args[#active_args + 1] = id
+  if rate_max then
+    rate_args[#rate_args + 1] = int(now)
+    rate_args[#rate_args + 1] = job.t
+  end
+  if group_max and type(job.g) == 'string' then
+    local member = job.g .. '\0' .. string.format('%015d', now) .. job.t
+    grate_args[#grate_args + 1] = 0
+    grate_args[#grate_args + 1] = member
+    grate_exp_args[#grate_exp_args + 1] = int(now)
+    grate_exp_args[#grate_exp_args + 1] = member
+  end
 end
 redis.call('HSET', jobs, unpack(job_args))
 redis.call('ZADD', active, unpack(active_args))
+if #rate_args > 0 then
+  redis.call('ZADD', rate, unpack(rate_args))
+end
+if #grate_args > 0 then
+  redis.call('ZADD', grate, unpack(grate_args))
+  redis.call('ZADD', grate_exp, unpack(grate_exp_args))
+end
 local blobs = redis.call('HMGET', data, unpack(ids))
 local errs = redis.call('HMGET', errors, unpack(ids))
 local progs = redis.call('HMGET', progress, unpack(ids))
@@ -103,7 +300,7 @@ for n, id in ipairs(ids) do
 end
 
 -- a full batch may have left jobs behind: wake the next idle worker for them
-if #ids == limit and redis.call('ZCARD', wait) > 0 then
+if (#ids == limit or parked_any) and redis.call('ZCARD', wait) > 0 then
   wake(marker)
 end
 return out
