@@ -27,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from shigoto import App, JobContext
 
@@ -105,7 +107,18 @@ def reproduce(args: argparse.Namespace) -> str:
     parts = ["python", "bench/latency.py", "--url", args.url, "--jobs", str(args.jobs)]
     parts += ["--interval-ms", f"{args.interval_ms:g}", "--idle-jobs", str(args.idle_jobs)]
     parts += ["--idle-gap-ms", f"{args.idle_gap_ms:g}", "--concurrency", str(args.concurrency)]
+    if args.loop != "asyncio":
+        parts += ["--loop", args.loop]
     return shlex.join(parts)
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, None]) -> None:
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,11 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-jobs", type=int, default=DEFAULT_IDLE_JOBS)
     parser.add_argument("--idle-gap-ms", type=float, default=DEFAULT_IDLE_GAP_MS)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop (both sides)"
+    )
     parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        asyncio.run(run_worker(args))
+        run_on(args.loop, run_worker(args))
         return
     if args.jobs < 0 or args.idle_jobs < 0 or args.jobs + args.idle_jobs < 1:
         parser.error("--jobs and --idle-jobs must be >= 0, and not both 0")
@@ -128,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     command = [sys.executable, os.path.abspath(__file__), "--worker", "--url", args.url]
     command += ["--queue", args.queue, "--concurrency", str(args.concurrency)]
     command += ["--jobs", str(args.jobs), "--idle-jobs", str(args.idle_jobs)]
+    command += ["--loop", args.loop]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != "ready":
             raise SystemExit("bench worker failed to start")
-        asyncio.run(produce(args))
+        run_on(args.loop, produce(args))
         out, _ = child.communicate(timeout=120)
     finally:
         if child.poll() is None:

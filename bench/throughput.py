@@ -19,12 +19,14 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from shigoto import App, JobContext
 
 DEFAULT_JOBS = 20_000
 DEFAULT_CONCURRENCY = 50
+T = TypeVar("T")
 
 
 # -- the worker side (a child process) ---------------------------------------------------
@@ -91,6 +93,7 @@ def drain(args: argparse.Namespace) -> tuple[int, float]:
         "--concurrency",
         str(args.concurrency),
         *(["--no-metrics"] if args.no_metrics else []),
+        *(["--loop", args.loop] if args.loop != "asyncio" else []),
     ]
     children = [
         subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -123,7 +126,17 @@ def reproduce(args: argparse.Namespace) -> str:
         parts.append("--remove-on-complete")
     if args.no_metrics:
         parts.append("--no-metrics")
+    if args.loop != "asyncio":
+        parts += ["--loop", args.loop]
     return shlex.join(parts)
+
+
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,19 +151,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-metrics", action="store_true", help="workers record no metrics (overhead check)"
     )
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop (both sides)"
+    )
     parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        asyncio.run(run_worker(args))
+        run_on(args.loop, run_worker(args))
         return
     if args.jobs < 1 or args.concurrency < 1 or args.processes < 1:
         parser.error("--jobs, --concurrency and --processes must be >= 1")
     args.queue = f"bench-{os.urandom(4).hex()}"
 
-    enqueue_s = asyncio.run(enqueue(args))
+    enqueue_s = run_on(args.loop, enqueue(args))
     processed, process_s = drain(args)
-    counts = asyncio.run(leftover(args))
+    counts = run_on(args.loop, leftover(args))
 
     print(f"backend    {args.url}")
     print(f"queue      {args.queue}")

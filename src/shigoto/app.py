@@ -320,7 +320,7 @@ class App:
         fields to encrypt are sealed (shigoto.security)."""
         if data is None:
             data = {}
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # ABC check is slow
             raise PayloadError(
                 f"job {name!r}: data must be a mapping of argument names to values, "
                 f"got {type(data).__name__}"

@@ -42,10 +42,19 @@ class JobContext:
         self.job = record
         self.lease = lease
         self.cancelled = False
-        self.log = logging.LoggerAdapter(
-            logging.getLogger(f"shigoto.job.{record.name}"),
-            {"job_id": record.id, "queue": record.queue},
-        )
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger named ``shigoto.job.<name>`` whose records carry ``job_id`` and
+        ``queue``. Made on first use: ``getLogger`` takes the logging module's lock, a
+        cost most jobs (which never log) should not pay."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger(f"shigoto.job.{self.job.name}"),
+                {"job_id": self.job.id, "queue": self.job.queue},
+            )
+        return self._log
 
     @property
     def job_id(self) -> str:
@@ -160,12 +169,15 @@ class SyncJobContext:
         self._ctx = ctx
         self._loop = loop
         self.job = ctx.job
-        self.log = ctx.log
         self.job_id, self.name, self.queue = ctx.job_id, ctx.name, ctx.queue
         self.attempt, self.worker_id = ctx.attempt, ctx.worker_id
         self.scheduled_at = ctx.scheduled_at
         self.actor = ctx.actor
         self.batch = ctx.batch
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        return self._ctx.log
 
     @property
     def cancelled(self) -> bool:

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from . import eventloop
 from .backends.contract import Backend, Lease, LeaseStatus
 from .clock import Clock
 
@@ -52,16 +53,31 @@ class Heartbeat:
         self._failing = False
 
     def track(self, lease: Lease, timeout_s: float | None) -> None:
-        give_up = None if timeout_s is None else time.monotonic() + timeout_s + 2 * self._interval_s
+        self.track_many([(lease, timeout_s)])
+
+    def track_many(self, items: Iterable[tuple[Lease, float | None]]) -> None:
+        """Start renewing each lease (``timeout_s``: its job's timeout). One lock for a
+        whole claimed batch: the worker calls this once per claim, not once per job."""
+        now = time.monotonic()
+        slack = 2 * self._interval_s
         with self._lock:
-            self._tracked[lease.job_id] = _Tracked(lease, give_up)
+            tracked = self._tracked
+            for lease, timeout_s in items:
+                give_up = None if timeout_s is None else now + timeout_s + slack
+                tracked[lease.job_id] = _Tracked(lease, give_up)
 
     def untrack(self, lease: Lease) -> None:
         """Stop renewing ``lease`` (not a newer claim of the same job, if one is tracked)."""
+        self.untrack_many((lease,))
+
+    def untrack_many(self, leases: Iterable[Lease]) -> None:
+        """:meth:`untrack` for many leases under one lock (a batch of acknowledgements)."""
         with self._lock:
-            tracked = self._tracked.get(lease.job_id)
-            if tracked is not None and tracked.lease == lease:
-                del self._tracked[lease.job_id]
+            tracked = self._tracked
+            for lease in leases:
+                entry = tracked.get(lease.job_id)
+                if entry is not None and entry.lease == lease:
+                    del tracked[lease.job_id]
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="shigoto-heartbeat", daemon=True)
@@ -73,7 +89,7 @@ class Heartbeat:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = eventloop.new_event_loop()  # uvloop when installed
         backend = self._open_backend()
         try:
             while not self._stop.wait(self._interval_s):

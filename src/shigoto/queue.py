@@ -21,6 +21,7 @@ from .errors import ConfigurationError
 from .idempotency import dedup_fields, require_idempotency
 from .job import (
     Job,
+    JobOptions,
     JobRecord,
     JobState,
     option_overrides,
@@ -34,9 +35,12 @@ from .telemetry import trace_fields, traced_enqueue
 if TYPE_CHECKING:
     from .app import App
     from .batches import Batch, DeadChunkPolicy, FollowUpArg
+    from .handler import JobHandler
 
 BULK_CHUNK = 1000
 BULK_YIELD_EVERY = 100
+OPTIONS_CACHE = 256
+"""Most merged option sets a queue keeps (see ``Queue._job_options``)."""
 _encoder = msgspec.json.Encoder()
 
 
@@ -66,6 +70,8 @@ class Queue(DeadLetterOps):
         if self.rate_limit_key is not None and not callable(self.rate_limit_key):
             raise ConfigurationError("rate_limit_key must be callable(data) -> str | None")
         self.defaults = option_overrides(**defaults)
+        self._options_cache: dict[tuple[Any, ...], JobOptions] = {}
+        self._cached_defaults: dict[str, Any] = dict(self.defaults)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name}>"
@@ -247,11 +253,7 @@ class Queue(DeadLetterOps):
         group_key = group_key or self.rate_limit_key
         if group is None and group_key is not None and isinstance(data, Mapping):
             group = group_of(group_key, data, name)
-        layered = {**self.defaults, **(handler.options if handler else {})}
-        layered.update(option_overrides(**options))
-        layered["actor"] = current_actor()
-        layered.update(trace_fields())
-        merged = msgspec.structs.replace(self.app.default_options, **layered)
+        merged = self._job_options(name, handler, options)
         payload = self.app.encode_payload(
             name, data, encrypt=encrypt, allow_sensitive=allow_sensitive
         )
@@ -269,6 +271,38 @@ class Queue(DeadLetterOps):
             dedup_ttl_ms=ttl_ms,
             group=group,
         )
+
+    def _job_options(
+        self, name: str, handler: JobHandler[Any] | None, options: dict[str, Any]
+    ) -> JobOptions:
+        """App defaults < queue defaults < handler options < this call's options, plus
+        the actor and trace context.
+
+        Without per-call options (every job of a typical ``add_bulk``) the result
+        depends only on the job name, its handler, the actor and the trace context, so
+        it is built once and reused: merging and validating cost more than the rest of
+        preparing a job. The cache is dropped when the queue's defaults change."""
+        actor = current_actor()
+        trace = trace_fields()
+        key = None
+        if not options:
+            if self.defaults != self._cached_defaults:
+                self._options_cache.clear()
+                self._cached_defaults = dict(self.defaults)
+            key = (name, handler, actor, *trace.items())
+            cached = self._options_cache.get(key)
+            if cached is not None:
+                return cached
+        layered = {**self.defaults, **(handler.options if handler else {})}
+        layered.update(option_overrides(**options))
+        layered["actor"] = actor
+        layered.update(trace)
+        merged = msgspec.structs.replace(self.app.default_options, **layered)
+        if key is not None:
+            if len(self._options_cache) >= OPTIONS_CACHE:
+                self._options_cache.clear()
+            self._options_cache[key] = merged
+        return merged
 
     async def add_chunks(
         self,

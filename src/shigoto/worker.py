@@ -27,7 +27,7 @@ import signal
 import socket
 import threading
 import traceback
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -334,8 +334,8 @@ class Worker:
                 lease_ms=self._lease_ms,
                 now_ms=self.app.clock.now_ms(),
             )
-            for claimed in batch:
-                self._start(claimed)
+            if batch:
+                self._start(batch)
             total += len(batch)
             if total >= free:
                 break
@@ -350,26 +350,34 @@ class Worker:
                 return False
         return not self._acks
 
-    def _start(self, claimed: Claimed) -> None:
-        record = claimed.record
-        lease = Lease(record.queue, record.id, claimed.token)
-        self._held[record.id] = lease
-        self._heartbeat.track(lease, record.options.timeout_s)
-        self._running[record.id] = asyncio.create_task(
-            self._execute(record, lease), name=f"shigoto-job-{record.id}"
-        )
+    def _start(self, batch: list[Claimed]) -> None:
+        """One task per claimed job; the heartbeat learns of the batch under one lock.
+
+        Tasks are not named: a name is formatted and set per job, and costs more than
+        a no-op handler (the job id is in every log record instead)."""
+        leases = []
+        create_task = asyncio.create_task
+        for claimed in batch:
+            record = claimed.record
+            lease = Lease(record.queue, record.id, claimed.token)
+            self._held[record.id] = lease
+            leases.append((lease, record.options.timeout_s))
+            self._running[record.id] = create_task(self._execute(record, lease))
+        self._heartbeat.track_many(leases)
 
     # -- running one job ---------------------------------------------------------------
 
     async def _execute(self, record: JobRecord, lease: Lease) -> None:
-        started_ms = self.app.clock.now_ms()
+        clock = self.app.clock
+        started_ms = clock.now_ms()
         handler = self.app.handlers.get(record.name)
         metrics = self._metrics
         if metrics is not None:
             metrics.recorder.last_claim_ms = started_ms
         actor = record.options.actor
         adopt_actor(actor)  # this task only: what the handler enqueues carries the actor
-        self._runs.note("job.start", record.queue, record.id, actor, attempt=record.attempts)
+        runs = self._runs
+        runs.started(record.queue, record.id, actor, record.attempts, started_ms)
         try:
             if self._wants(EventType.ACTIVE):
                 await self._emit(EventType.ACTIVE, record)
@@ -391,11 +399,11 @@ class Worker:
             except Exception as exc:
                 await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
             else:
-                if metrics is not None:
-                    metrics.recorder.observe(
-                        record, started_ms, self.app.clock.now_ms(), "completed"
-                    )
-                self._runs.note("job.end", record.queue, record.id, actor, outcome="completed")
+                if metrics is not None or runs.enabled:
+                    ended_ms = clock.now_ms()
+                    if metrics is not None:
+                        metrics.recorder.observe(record, started_ms, ended_ms, "completed")
+                    runs.completed(record.queue, record.id, actor, ended_ms)
                 self._acks.append((Completion(lease, encoded, started_ms), record, result))
                 self._ack_event.set()
         finally:
@@ -615,10 +623,16 @@ class Worker:
 
     def _forget(self, lease: Lease) -> None:
         """Drop a finished attempt's lease; a newer claim of the same job stays held."""
-        if self._held.get(lease.job_id) == lease:
-            del self._held[lease.job_id]
-        self._lost.discard(lease)
-        self._heartbeat.untrack(lease)
+        self._forget_many((lease,))
+
+    def _forget_many(self, leases: Sequence[Lease]) -> None:
+        held, lost = self._held, self._lost
+        for lease in leases:
+            if held.get(lease.job_id) == lease:
+                del held[lease.job_id]
+            if lost:
+                lost.discard(lease)
+        self._heartbeat.untrack_many(leases)
 
     # -- acknowledgements --------------------------------------------------------------
 
@@ -661,11 +675,12 @@ class Worker:
                 ],
             )
             del self._acks[: len(batch)]
+            self._forget_many([completion.lease for completion, _, _ in batch])
+            wants_completed = self._wants(EventType.COMPLETED)
             for (completion, record, result), ok in zip(batch, oks, strict=True):
-                self._forget(completion.lease)
                 if ok:
                     self.processed += 1
-                    if self._wants(EventType.COMPLETED):
+                    if wants_completed:
                         await self._emit(
                             EventType.COMPLETED,
                             record,

@@ -8,6 +8,7 @@ import os
 
 import click
 
+from .. import eventloop
 from ..backends import open_backend
 from ..supervisor import (
     RECYCLE_EXIT,
@@ -185,7 +186,7 @@ def worker(
             await app.close()
         return guard is not None and guard.recycle
 
-    recycle = asyncio.run(main())
+    recycle = eventloop.run(main())  # uvloop when installed (shigoto[fast])
     click.echo(
         f"worker {instance.id} stopped: {instance.processed} completed, "
         f"{instance.failed} failed attempt(s)",

@@ -149,7 +149,7 @@ class GuardPolicy:
         """Depth first; paths are only built when a field is skipped or found, so the
         common case (ids and short strings under ordinary keys) costs a few lookups."""
         cache: dict[str, bool] = self.__dict__["_key_cache"]
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):  # the ABC check costs more
             for key, item in value.items():
                 child = None
                 if skip is not None:

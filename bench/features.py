@@ -1,0 +1,103 @@
+"""What the optional features cost on the hot path: metrics, events, the payload guard
+and the audit trail all on (the defaults, plus one ``completed`` listener) vs all off.
+
+    python bench/features.py --url redis://127.0.0.1:6379/0 [--jobs 20000] [--rounds 3]
+                             [--concurrency 50] [--loop asyncio|uvloop]
+
+Each round runs both variants, in alternating order, in this one process: a bulk
+enqueue (``add_bulk`` of ``--jobs`` no-op jobs, jobs/s) and a burst drain of them by
+one worker (jobs/s and CPU µs per job, ``time.process_time`` of every thread of the
+process, which a busy machine disturbs less than wall clock). Medians over
+``--rounds``. Every run uses a fresh random queue name; jobs are removed on completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from typing import Any
+
+from shigoto import App, JobContext
+
+
+async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, float, float]:
+    """(enqueue jobs/s, process jobs/s, process CPU µs/job) of one variant."""
+    queue = f"features-{os.urandom(4).hex()}"
+    app = App(args.url, guard=features, audit=features)
+    completed = 0
+
+    @app.job(queue=queue, name=f"noop-{queue}", remove_on_complete=True)
+    async def noop(ctx: JobContext, n: int) -> None:
+        return None
+
+    def count(event: Any) -> None:
+        nonlocal completed
+        completed += 1
+
+    if features:
+        app.on("completed", count)
+    try:
+        await app.backend()
+        started = time.perf_counter()
+        await app.queue(queue).add_bulk(
+            ({"name": f"noop-{queue}", "data": {"n": n}} for n in range(args.jobs)),
+            return_jobs=False,
+        )
+        enqueue_rate = args.jobs / (time.perf_counter() - started)
+        worker = app.worker(
+            [queue], args.concurrency, burst=True, handle_signals=False, metrics=features
+        )
+        wall, cpu = time.perf_counter(), time.process_time()
+        await worker.run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        assert worker.processed == args.jobs, worker.processed
+        assert completed == (args.jobs if features else 0), completed
+        return enqueue_rate, args.jobs / wall, cpu / args.jobs * 1e6
+    finally:
+        await app.close()
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    for n in range(args.rounds):
+        for features in (True, False) if n % 2 == 0 else (False, True):
+            outcome = await one_round(args, features)
+            results[features].append(outcome)
+            print(
+                f"features={'on ' if features else 'off'}  enqueue {outcome[0]:9,.0f} jobs/s   "
+                f"process {outcome[1]:8,.0f} jobs/s  {outcome[2]:6.1f} µs CPU/job",
+                flush=True,
+            )
+
+    def median(features: bool, index: int) -> float:
+        return statistics.median(r[index] for r in results[features])
+
+    for features in (True, False):
+        print(
+            f"median {'on ' if features else 'off'}  enqueue {median(features, 0):9,.0f} jobs/s   "
+            f"process {median(features, 1):8,.0f} jobs/s  {median(features, 2):6.1f} µs CPU/job"
+        )
+    print(
+        f"cost of the features: enqueue {100 * (1 - median(True, 0) / median(False, 0)):+.1f} %, "
+        f"process {100 * (1 - median(True, 1) / median(False, 1)):+.1f} %, "
+        f"CPU/job {100 * (median(True, 2) / median(False, 2) - 1):+.1f} %"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parsed = parser.parse_args()
+    if parsed.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(parsed))
+    else:
+        asyncio.run(main(parsed))

@@ -1,0 +1,97 @@
+"""audit_append.lua and audit_prune.lua called directly: one stream item per append
+call, an entry count kept in step with the stream, the cap enforced by whole items,
+and queries that resume inside an item."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from shigoto.backends.contract import AuditEntry, AuditFilter
+from shigoto.backends.redis import RedisBackend
+from shigoto.backends.redis.scripts import BAD_ARGUMENTS, OVER_LIMIT, load_scripts
+
+T0 = 1_700_000_000_000
+SCRIPTS = load_scripts()
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def entry(n: int) -> AuditEntry:
+    return AuditEntry(T0 + n, "alice", "enqueue", "q", f"job-{n}", None)
+
+
+async def append(rb: RedisBackend, cap: int, entries: list[AuditEntry]) -> Any:
+    blob = _encode(entries)
+    return await rb._eval(SCRIPTS["audit_append"], rb._audit_keys, (cap, len(entries), blob))
+
+
+async def held(rb: RedisBackend) -> int:
+    return int(await rb._call("GET", rb._audit_keys[1]) or 0)
+
+
+async def test_one_call_is_one_stream_item_and_the_count_follows(rb: RedisBackend) -> None:
+    await rb.audit_append([entry(n) for n in range(5)])
+    await rb.audit_append([entry(5)])
+
+    assert await rb._call("XLEN", rb._audit_key) == 2
+    assert await held(rb) == 6
+    page = await rb.audit_query(AuditFilter(), limit=100)
+    assert [e.at_ms for e in page.items] == [T0 + n for n in reversed(range(6))]
+
+
+async def test_over_the_cap_the_oldest_items_go_whole(rb: RedisBackend) -> None:
+    assert await append(rb, 0, [entry(n) for n in range(4)]) == 4
+    assert await append(rb, 0, [entry(n) for n in range(4, 7)]) == 3
+
+    assert await append(rb, 5, [entry(7)]) == 1  # 8 held > 5: the 4-entry item goes
+
+    assert await held(rb) == 4
+    page = await rb.audit_query(AuditFilter())
+    assert [e.at_ms for e in page.items] == [T0 + 7, T0 + 6, T0 + 5, T0 + 4]
+
+
+async def test_append_error_codes(rb: RedisBackend) -> None:
+    assert await rb._eval(SCRIPTS["audit_append"], rb._audit_keys, (0, 0, b"")) == BAD_ARGUMENTS
+    too_many = [entry(n) for n in range(1001)]
+    assert await append(rb, 0, too_many) == OVER_LIMIT
+    assert await rb._call("XLEN", rb._audit_key) == 0
+
+
+async def test_prune_removes_old_items_and_their_count(rb: RedisBackend) -> None:
+    await rb.audit_append([entry(n) for n in range(3)])
+    await rb.audit_append([entry(3)])
+    [[newest_id, _]] = await rb._call("XREVRANGE", rb._audit_key, "+", "-", "COUNT", 1)
+    bound = int(newest_id.decode().split("-")[0])
+
+    removed = await rb._eval(SCRIPTS["audit_prune"], rb._audit_keys, (bound, 1000))
+
+    # everything strictly older than the newest item's millisecond is gone
+    assert removed in (0, 3)
+    assert await held(rb) == 4 - removed
+    assert await rb._eval(SCRIPTS["audit_prune"], rb._audit_keys, (bound, 0)) == OVER_LIMIT
+
+
+async def test_a_page_may_end_inside_an_item_and_the_next_resumes_there(
+    rb: RedisBackend,
+) -> None:
+    await rb.audit_append([entry(n) for n in range(10)])
+
+    first = await rb.audit_query(AuditFilter(), limit=4)
+    assert [e.at_ms - T0 for e in first.items] == [9, 8, 7, 6]
+    assert first.cursor is not None and ":" in first.cursor
+    second = await rb.audit_query(AuditFilter(), cursor=first.cursor, limit=4)
+    third = await rb.audit_query(AuditFilter(), cursor=second.cursor, limit=4)
+
+    assert [e.at_ms - T0 for e in second.items] == [5, 4, 3, 2]
+    assert [e.at_ms - T0 for e in third.items] == [1, 0]
+    assert third.cursor is None
+
+
+async def test_items_of_the_one_entry_format_are_still_read(rb: RedisBackend) -> None:
+    await rb._call("XADD", rb._audit_key, "*", "e", _encode(entry(0)))
+    await rb.audit_append([entry(1), entry(2)])
+
+    page = await rb.audit_query(AuditFilter())
+
+    assert [e.at_ms - T0 for e in page.items] == [2, 1, 0]
