@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import msgspec
 import pytest
 
 from shigoto.backends import Backend, open_backend
-from shigoto.backends.contract import QueueLimits
+from shigoto.backends.contract import NewJob, QueueLimits
 from shigoto.errors import LeaseLost
 from shigoto.job import JobState
 
@@ -264,3 +266,122 @@ async def test_postpone_to_a_time_already_due_makes_the_job_waiting(
 
     assert (await record(backend, queue_name, "j1")).state == JobState.WAITING
     assert (await claim_one(backend, queue_name, now=T0 + 6)).record.attempts == 1
+
+
+# -- groups -----------------------------------------------------------------------------
+
+
+def grouped(queue: str, job_id: str, group: str | None, **options: Any) -> NewJob:
+    return msgspec.structs.replace(new_job(queue, job_id, **options), group=group)
+
+
+GROUP_LIMIT = QueueLimits(group_rate_max=2, group_rate_period_ms=1000)
+
+
+async def test_each_group_gets_its_own_window_and_a_noisy_one_cannot_starve_the_others(
+    backend: Backend, queue_name: str
+) -> None:
+    # the noisy tenant's backlog is enqueued first, the quiet one waits behind it
+    await enqueue(
+        backend,
+        *(grouped(queue_name, f"noisy{i}", "noisy") for i in range(6)),
+        *(grouped(queue_name, f"quiet{i}", "quiet") for i in range(3)),
+    )
+    await backend.set_limits(queue_name, GROUP_LIMIT)
+
+    claimed = await claim(backend, queue_name, limit=10)
+
+    assert sorted(c.record.id for c in claimed) == ["noisy0", "noisy1", "quiet0", "quiet1"]
+    assert {c.record.group for c in claimed} == {"noisy", "quiet"}
+    assert await claim(backend, queue_name, now=T0 + 999) == []
+    again = await claim(backend, queue_name, limit=10, now=T0 + 1000)
+    assert sorted(c.record.id for c in again) == ["noisy2", "noisy3", "quiet2"]
+
+
+async def test_the_scanned_jobs_of_a_group_over_its_limit_wait_as_delayed_until_its_next_slot(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(backend, *(grouped(queue_name, f"a{i}", "a") for i in range(4)))
+    await backend.set_limits(queue_name, GROUP_LIMIT)
+    assert len(await claim(backend, queue_name, limit=2, now=T0 + 100)) == 2
+
+    assert await claim(backend, queue_name, now=T0 + 200) == []
+
+    parked = await record(backend, queue_name, "a2")
+    assert (parked.state, parked.ready_ms, parked.attempts) == (JobState.DELAYED, T0 + 1100, 0)
+    counts = await backend.counts(queue_name)
+    assert (counts[JobState.WAITING], counts[JobState.DELAYED]) == (0, 2)
+    assert len(await claim(backend, queue_name, now=T0 + 1100)) == 2
+
+
+async def test_jobs_without_a_group_are_not_group_limited(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(
+        backend,
+        *(grouped(queue_name, f"g{i}", "g") for i in range(4)),
+        *(new_job(queue_name, f"plain{i}") for i in range(4)),
+    )
+    await backend.set_limits(queue_name, GROUP_LIMIT)
+
+    claimed = await claim(backend, queue_name, limit=10)
+
+    assert sorted(c.record.id for c in claimed) == ["g0", "g1", *(f"plain{i}" for i in range(4))]
+
+
+async def test_claims_rotate_fairly_between_groups(backend: Backend, queue_name: str) -> None:
+    await enqueue(
+        backend,
+        *(grouped(queue_name, f"a{i}", "a") for i in range(4)),
+        *(grouped(queue_name, f"b{i}", "b") for i in range(2)),
+        *(grouped(queue_name, f"c{i}", "c") for i in range(2)),
+    )
+    await backend.set_limits(queue_name, QueueLimits(group_rate_max=100, group_rate_period_ms=1000))
+
+    served = []
+    for n in range(6):
+        [one] = await claim(backend, queue_name, limit=1, now=T0 + n)
+        served.append(one.record.group)
+
+    assert served == ["a", "b", "c", "a", "b", "c"]
+
+
+async def test_the_queue_rate_and_the_group_rate_apply_together(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(
+        backend,
+        *(grouped(queue_name, f"a{i}", "a") for i in range(5)),
+        *(grouped(queue_name, f"b{i}", "b") for i in range(5)),
+    )
+    await backend.set_limits(
+        queue_name,
+        QueueLimits(rate_max=3, rate_period_ms=1000, group_rate_max=2, group_rate_period_ms=1000),
+    )
+
+    claimed = await claim(backend, queue_name, limit=10)
+
+    assert len(claimed) == 3
+    assert sorted(c.record.group or "" for c in claimed) in (["a", "a", "b"], ["a", "b", "b"])
+
+
+async def test_postpone_with_hold_holds_only_the_jobs_group(
+    backend: Backend, queue_name: str
+) -> None:
+    await enqueue(
+        backend,
+        *(grouped(queue_name, f"a{i}", "a") for i in range(3)),
+        *(grouped(queue_name, f"b{i}", "b") for i in range(3)),
+    )
+    await backend.set_limits(queue_name, QueueLimits(group_rate_max=100, group_rate_period_ms=1000))
+    [first] = await claim(backend, queue_name, limit=1)
+    assert first.record.group == "a"
+
+    await backend.postpone(lease_of(first), run_at_ms=T0 + 5000, hold=True, now_ms=T0 + 1)
+
+    claimed = await claim(backend, queue_name, limit=10, now=T0 + 2)
+    assert sorted(c.record.id for c in claimed) == ["b0", "b1", "b2"]
+    assert (await record(backend, queue_name, "a1")).state == JobState.DELAYED
+    assert (await backend.get_limits(queue_name, now_ms=T0 + 2)).held_until_ms is None
+    later = await claim(backend, queue_name, limit=10, now=T0 + 5000)
+    assert sorted(c.record.id for c in later) == ["a0", "a1", "a2"]

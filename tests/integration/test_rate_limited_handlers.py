@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,26 @@ async def test_a_rate_limit_key_gives_each_job_its_group(app: App) -> None:
     assert (await app.queue("tenants").get_job(explicit.id)).record.group == "other"  # type: ignore[union-attr]
     with pytest.raises(ConfigurationError, match="rate_limit_key"):
         await sync_tenant.enqueue(tenant="")
+
+
+def test_stats_shows_the_limits_of_queues_that_have_some(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from shigoto.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'stats.db'}"
+    app = App(url)
+    app.queue("limited").set_limits_sync(rate_limit="100/s", max_active=5)
+    app.queue("free").add_sync("noop", {})
+    app.close_sync()
+
+    table = CliRunner().invoke(cli, ["--url", url, "stats"])
+    as_json = CliRunner().invoke(cli, ["--url", url, "stats", "--json"])
+
+    assert table.exit_code == 0, table.output
+    assert "limits" in table.output and "100/s" in table.output
+    data = json.loads(as_json.output)
+    assert data["limited"]["limits"]["rate_limit"] == "100/s"
+    assert data["free"]["limits"] is None

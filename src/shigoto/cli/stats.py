@@ -1,9 +1,11 @@
-"""``shigoto stats``: jobs per state for every queue, and which queues are paused."""
+"""``shigoto stats``: jobs per state for every queue, which queues are paused, and the
+rate limits of those that have some."""
 
 from __future__ import annotations
 
 import click
 import msgspec
+from rich.table import Table
 
 from ..app import App
 from .render import counts_table, make_console
@@ -19,6 +21,29 @@ async def queue_counts(
     counts = {name: await app.queue(name).counts() for name in names}
     paused = {name: await app.queue(name).is_paused() for name in names}
     return counts, paused
+
+
+async def queue_limits(app: App, names: list[str]) -> dict[str, dict[str, object]]:
+    """The limits of the queues in ``names`` that have any (shigoto.limits)."""
+    backend = await app.backend()
+    if not backend.capabilities.rate_limits:
+        return {}
+    found = {name: await app.queue(name).limits() for name in names}
+    return {name: limits for name, limits in found.items() if any(limits.values())}
+
+
+def limits_table(limits: dict[str, dict[str, object]]) -> Table:
+    table = Table(title="limits", title_justify="left")
+    for column in ("queue", "rate_limit", "max_active", "group_rate_limit", "held until"):
+        table.add_column(column)
+    for name, row in limits.items():
+        held = row["held_until_ms"]
+        table.add_row(
+            name,
+            *(str(row[key] or "-") for key in ("rate_limit", "max_active", "group_rate_limit")),
+            "-" if held is None else f"[bold yellow]{held}[/]",
+        )
+    return table
 
 
 @click.command(short_help="Jobs per state for every queue.")
@@ -53,11 +78,17 @@ def stats(
         return
     counts, paused = run(app, lambda: queue_counts(app, list(queues) or None))
     extra = run(app, lambda: live.gather(app, list(counts)))
+    limits = run(app, lambda: queue_limits(app, list(counts)))
     if as_json:
         from ..metrics import describe
 
         data = {
-            name: {**counts[name], "paused": paused[name], "metrics": describe(snap)}
+            name: {
+                **counts[name],
+                "paused": paused[name],
+                "limits": limits.get(name),
+                "metrics": describe(snap),
+            }
             for name, snap in zip(counts, extra[0], strict=True)
         }
         click.echo(msgspec.json.encode(data).decode())
@@ -67,6 +98,8 @@ def stats(
         console.print(f"no queues yet at {app.url}")
         return
     console.print(counts_table(counts, paused, title=f"queues at {app.url}"))
+    if limits:
+        console.print(limits_table(limits))
     if show_metrics:
         console.print(live.metrics_table(extra[0], extra[1]))
         names = live.names_table(extra[0])

@@ -24,6 +24,10 @@ KEYS; no key name is ever built inside a script):
                    r result, e expires}
   once_exp  zset   score = expires_ms, member = once-key
   ticks     hash   schedule name -> MessagePack {f last fire, j job id, c claimed ms}
+  limits    hash   rate limits and holds of the queue (see claim.lua)
+  rate      zset   sliding log of the queue's claims: score = claim ms
+  grate     zset   sliding logs of the groups: score 0, member = group NUL ms(15) token
+  grate_exp zset   the same members scored by claim ms (expiry)
 
 Why `wait` is exact: the score is -priority, an integer of at most 32 bits, which a
 double holds exactly. Jobs of equal priority have equal scores, and Redis orders equal
@@ -33,7 +37,7 @@ into the 53-bit mantissa, so precision cannot be lost (see backend.py for the pr
 
 State fields (short keys): s state, n name, cm created_ms, p priority, r ready_ms,
 q seq, a attempts, st stalls, ms max_stalls, sm started_ms, fm finished_ms,
-w worker_id, t token, l lease_until_ms, rs reason, c cancel requested,
+w worker_id, t token, l lease_until_ms, rs reason, c cancel requested, g rate-limit group,
 rc/ra keep-completed count/age_ms, fc/fa keep-dead count/age_ms (-1 = no limit).
 ]]
 
