@@ -36,6 +36,7 @@ from shigoto.testing import drain
 RAISED_BY_USERS = {
     "Retry": "raised by handlers to ask for a retry; its message is the user's",
     "UnrecoverableError": "raised by handlers; its message is the user's",
+    "RateLimited": "raised by handlers when their service says slow down; the user's message",
 }
 
 Scenario = Callable[[App], Awaitable[Any]]
