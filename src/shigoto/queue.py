@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.contract import Backend, BatchRecord, Enqueued, NewJob
+from .backends.contract import Backend, BatchRecord, Enqueued, NewJob, QueueLimits
 from .clock import Seconds, to_ms
 from .dead_letters import DeadLetterOps
 from .errors import ConfigurationError
@@ -471,7 +471,10 @@ class Queue(DeadLetterOps):
         """This queue's limits as set (``{"rate_limit": "100/s", "max_active": 5,
         "group_rate_limit": None, "held_until_ms": None}``)."""
         backend = await self.app.backend()
-        stored = await backend.get_limits(self.name, now_ms=self.app.clock.now_ms())
+        if not backend.capabilities.rate_limits:
+            stored = QueueLimits()  # a backend without the section has no limits
+        else:
+            stored = await backend.get_limits(self.name, now_ms=self.app.clock.now_ms())
         return {**describe(stored), "held_until_ms": stored.held_until_ms}
 
     # -- blocking twins (one portal; see shigoto.portal) -------------------------------

@@ -43,7 +43,7 @@ from .errors import ConfigurationError, LeaseLost, RateLimited, ShigotoError
 from .events import Event, EventBus, EventType, Listener
 from .isolation import ProcessCrashed, ProcessPool
 from .job import AttemptError, DeadReason, JobRecord, JobState
-from .retry import GiveUp, RetryAt, decide
+from .retry import GiveUp, Retry, RetryAt, decide
 from .security.audit import RunRecorder, adopt_actor
 from .security.encryption import DecryptionError
 from .telemetry import traced_attempt
@@ -465,8 +465,11 @@ class Worker:
         handler: JobHandler[Any] | None,
     ) -> None:
         if isinstance(exc, RateLimited):
-            await self._postpone(record, lease, exc)
-            return
+            if self._require_backend().capabilities.rate_limits:
+                await self._postpone(record, lease, exc)
+                return
+            # a backend without the rate-limit section: an ordinary retry (counted)
+            exc = Retry(exc.retry_after_s, f"rate limited: {exc}")
         self.failed += 1
         now = self.app.clock.now_ms()
         error = AttemptError(

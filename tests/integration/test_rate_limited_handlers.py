@@ -144,3 +144,31 @@ def test_stats_shows_the_limits_of_queues_that_have_some(tmp_path: Path) -> None
     data = json.loads(as_json.output)
     assert data["limited"]["limits"]["rate_limit"] == "100/s"
     assert data["free"]["limits"] is None
+
+
+async def test_on_a_backend_without_rate_limits_rate_limited_is_an_ordinary_retry(
+    app: App,
+) -> None:
+    import msgspec
+
+    backend = await app.backend()
+    backend.capabilities = msgspec.structs.replace(backend.capabilities, rate_limits=False)
+    calls = 0
+
+    @app.job(queue="api3", attempts=3)
+    async def call_api(ctx: JobContext) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RateLimited(retry_after=0.05)
+
+    job = await call_api.enqueue()
+    async with running_worker(app, ["api3"], concurrency=1, **FAST):
+        await job.wait_until_finished(timeout=5)
+    record = await app.queue("api3").get_job(job.id)
+    assert record is not None and record.record is not None
+    assert record.record.attempts == 2  # counted, as a Retry would be
+    assert record.record.errors[0].message.startswith("rate limited")
+    with pytest.raises(ConfigurationError, match="does not support rate limits"):
+        await app.queue("api3").set_limits(max_active=1)
+    assert (await app.queue("api3").limits())["max_active"] is None
