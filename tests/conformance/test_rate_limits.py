@@ -197,6 +197,39 @@ async def test_an_idle_worker_sleeps_until_the_next_slot_instead_of_spinning(
     assert 0.25 <= waited <= 1.0, waited
 
 
+async def test_a_claim_that_uses_up_the_rate_also_sends_idle_workers_to_sleep(
+    backend: Backend, queue_name: str
+) -> None:
+    await fill(backend, queue_name, 5)
+    await backend.set_limits(queue_name, QueueLimits(rate_max=2, rate_period_ms=400))
+    now = int(time.time() * 1000)
+    assert len(await claim(backend, queue_name, now=now)) == 2  # all it may take
+
+    started = time.monotonic()
+    await backend.wait_for_work([queue_name], timeout_s=5)
+
+    assert 0.25 <= time.monotonic() - started <= 1.0
+
+
+async def test_a_job_finishing_here_wakes_a_wait_held_by_max_active_at_once(
+    backend: Backend, queue_name: str
+) -> None:
+    await fill(backend, queue_name, 3)
+    await backend.set_limits(queue_name, QueueLimits(max_active=1))
+    [running] = await claim(backend, queue_name, now=int(time.time() * 1000))
+    assert await claim(backend, queue_name, now=int(time.time() * 1000)) == []
+
+    started = time.monotonic()
+    waiting = asyncio.create_task(backend.wait_for_work([queue_name], timeout_s=5))
+    await asyncio.sleep(0.005)
+    assert not waiting.done()  # held: it waits (at most CONCURRENCY_POLL_MS = 50 ms)
+    await backend.complete([completion(running)], int(time.time() * 1000))
+    await asyncio.wait_for(waiting, 2)
+
+    assert time.monotonic() - started < 0.045  # woken by the finish, before the poll
+    assert len(await claim(backend, queue_name, now=int(time.time() * 1000))) == 1
+
+
 # -- postpone (RateLimited) ---------------------------------------------------------------
 
 

@@ -73,15 +73,24 @@ async def test_set_limits_error_code_for_malformed_arguments(
 async def test_claim_reports_when_the_next_slot_opens(
     rb: RedisBackend, keys: QueueKeys, queue_name: str
 ) -> None:
-    await rb.enqueue([job(queue_name, f"j{i}") for i in range(5)], T0)
+    await rb.enqueue([job(queue_name, f"j{i}") for i in range(9)], T0)
     await rb.set_limits(queue_name, QueueLimits(rate_max=2, rate_period_ms=1000))
-    reply = await run(rb, "claim", claim_keys(keys), T0, 10, "w", T0 + 100, "a")
-    assert reply[1] == -1 and len(reply) == 2 + 2 * 5
-    reply = await run(rb, "claim", claim_keys(keys), T0 + 300, 10, "w", T0 + 400, "b")
-    assert reply == [-1, T0 + 1000]  # nothing claimed; the slots of T0 free at T0 + 1000
-    await rb.set_limits(queue_name, QueueLimits(max_active=2))
+    reply = await run(rb, "claim", claim_keys(keys), T0, 1, "w", T0 + 100, "a")
+    assert reply[1:3] == [-1, 0] and len(reply) == 3 + 5  # one of two: not used up
+    reply = await run(rb, "claim", claim_keys(keys), T0 + 10, 10, "w", T0 + 100, "b")
+    # the last slot taken: the window is used up until the claim at T0 leaves it
+    assert reply[1:3] == [T0 + 1000, 0] and len(reply) == 3 + 5
     reply = await run(rb, "claim", claim_keys(keys), T0 + 300, 10, "w", T0 + 400, "c")
-    assert reply == [-1, T0 + 300 + 50]  # max_active: look again shortly
+    assert reply == [-1, T0 + 1000, 0]  # nothing claimed
+    await rb.set_limits(queue_name, QueueLimits(max_active=3))
+    reply = await run(rb, "claim", claim_keys(keys), T0 + 300, 10, "w", T0 + 400, "d")
+    # max_active used up with this one: only a finishing job frees a slot (capped)
+    assert reply[1:3] == [T0 + 300 + 50, 1] and len(reply) == 3 + 5
+    reply = await run(rb, "claim", claim_keys(keys), T0 + 300, 10, "w", T0 + 400, "e")
+    assert reply == [-1, T0 + 300 + 50, 1]
+    await rb.set_limits(queue_name, QueueLimits(max_active=3, rate_max=2, rate_period_ms=1000))
+    reply = await run(rb, "claim", claim_keys(keys), T0 + 300, 10, "w", T0 + 400, "f")
+    assert reply == [-1, T0 + 1000, 0]  # the rate is in the way too: not capped
 
 
 async def test_postpone_outcomes_and_its_error_codes(

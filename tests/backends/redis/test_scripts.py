@@ -150,12 +150,12 @@ async def test_claim_returns_next_due_and_hold_then_five_values_per_job(
     await rb.enqueue([job(queue_name, "now"), later], T0)
     reply = await run(rb, "claim", claim_keys(keys), T0, 10, "w", T0 + 100, "tok")
     assert reply[0] == T0 + 5000
-    assert reply[1] == -1  # no limit held the claim back
-    assert reply[2] == b"now" and len(reply) == 7
-    assert reply[5] is None and reply[6] is None  # no errors, no progress yet
+    assert reply[1:3] == [-1, 0]  # no limit held the claim back
+    assert reply[3] == b"now" and len(reply) == 8
+    assert reply[6] is None and reply[7] is None  # no errors, no progress yet
     paused = await run(rb, "set_paused", (keys.meta, keys.marker), "1")
     assert paused == 1
-    assert await run(rb, "claim", claim_keys(keys), T0 + 9000, 10, "w", T0, "t") == [-1, -1]
+    assert await run(rb, "claim", claim_keys(keys), T0 + 9000, 10, "w", T0, "t") == [-1, -1, 0]
 
 
 async def test_claim_error_codes(rb: RedisBackend, keys: QueueKeys) -> None:

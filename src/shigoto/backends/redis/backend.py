@@ -34,6 +34,7 @@ and ``finished_ms`` in place of ``ready_ms``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -102,6 +103,9 @@ class RedisBackend(
         self._due_at: dict[str, float] = {}
         self._held_at: dict[str, float] = {}
         """Queue -> loop time its next slot opens, when a limit held a claim back."""
+        self._capped: set[str] = set()
+        """Queues held by max_active alone: a job of theirs finishing here wakes waits."""
+        self._freed = asyncio.Event()
 
     async def close(self) -> None:
         await self._waiter.close()
@@ -164,7 +168,7 @@ class RedisBackend(
             ),
             (now_ms, min(limit, MAX_BATCH), worker_id, now_ms + lease_ms, os.urandom(6).hex()),
         )
-        next_due, hold_until = reply[0], reply[1]
+        next_due, hold_until, capped = reply[0], reply[1], reply[2]
         loop_now = asyncio.get_running_loop().time()
         if next_due >= 0:
             # remembered as a monotonic deadline: wait_for_work sleeps no longer than this
@@ -173,12 +177,17 @@ class RedisBackend(
         else:
             self._due_at.pop(queue, None)
         if hold_until >= 0:
-            # a limit held the claim back: idle workers sleep until its next slot
+            # the limits are used up: idle workers sleep until the next slot
             self._held_at[queue] = loop_now + max(0, hold_until - now_ms) / 1000 + 0.001
         else:
             self._held_at.pop(queue, None)
+        if capped:
+            self._capped.add(queue)
+            self._freed.clear()  # set again by a job of ours finishing (_slot_freed)
+        else:
+            self._capped.discard(queue)
         claimed = []
-        for n in range(2, len(reply), 5):
+        for n in range(3, len(reply), 5):
             try:
                 record, token = decode_record(
                     queue, reply[n], reply[n + 1], reply[n + 2], reply[n + 3], reply[n + 4], None
@@ -228,7 +237,12 @@ class RedisBackend(
         if timeout <= 0:
             return
         if not open_queues:
-            await asyncio.sleep(timeout)
+            if self._capped.intersection(queues):
+                # held by max_active: a job finishing in this process frees a slot now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), timeout)
+            else:
+                await asyncio.sleep(timeout)
             return
         groups: dict[tuple[str, int] | None, list[bytes]] = {}
         for queue in open_queues:
@@ -290,6 +304,8 @@ class RedisBackend(
                 reply = await self._run("complete", script_keys, args)
                 for i, code in zip(chunk, reply, strict=True):
                     out[i] = code == 1
+            if self._capped:
+                self._slot_freed(queue)
         return out
 
     async def retry(
@@ -310,6 +326,7 @@ class RedisBackend(
             (lease.job_id, lease.token, run_at_ms, now_ms, encode_json(error)),
             job_id=lease.job_id,
         )
+        self._slot_freed(lease.queue)
 
     async def dead_letter(
         self, lease: Lease, *, reason: str, error: AttemptError | None, now_ms: int
@@ -335,6 +352,7 @@ class RedisBackend(
             ),
             job_id=lease.job_id,
         )
+        self._slot_freed(lease.queue)
 
     async def release(
         self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None

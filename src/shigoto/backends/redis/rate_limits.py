@@ -8,6 +8,7 @@ transition for :class:`~shigoto.errors.RateLimited`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ class RedisRateLimits:
     """The ``rate limits`` section of the contract for :class:`RedisBackend`."""
 
     prefix: str
+    _capped: set[str]
+    _freed: asyncio.Event
 
     if TYPE_CHECKING:
 
@@ -40,6 +43,12 @@ class RedisRateLimits:
         async def _call(self, *command: Any) -> Any: ...
 
         async def _register(self, queue: str) -> None: ...
+
+    def _slot_freed(self, queue: str) -> None:
+        """A job of ``queue`` left ``active`` through this connection: wake the waits
+        held by the queue's ``max_active`` at once instead of at their next poll."""
+        if queue in self._capped:
+            self._freed.set()
 
     async def set_limits(self, queue: str, limits: QueueLimits) -> None:
         keys = queue_keys(self.prefix, queue)
@@ -84,3 +93,4 @@ class RedisRateLimits:
             (lease.job_id, lease.token, run_at_ms, now_ms, "1" if hold else "0"),
             job_id=lease.job_id,
         )
+        self._slot_freed(lease.queue)

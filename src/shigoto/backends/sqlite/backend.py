@@ -18,6 +18,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import sqlite3
@@ -51,7 +52,7 @@ from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
 from .job_admin import JobAdminMixin
 from .metrics import SqliteMetrics
-from .rate_limits import SqliteRateLimits, limited_claim, record_claims
+from .rate_limits import SqliteRateLimits, finish_claim, limited_claim
 from .schedules import SchedulesMixin
 
 T = TypeVar("T")
@@ -178,6 +179,9 @@ class SqliteBackend(
         self._conn: sqlite3.Connection | None = None
         self._held_at: dict[str, float] = {}
         """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
+        self._capped: set[str] = set()
+        """Queues held by max_active alone: a job of theirs finishing here wakes waits."""
+        self._freed = asyncio.Event()
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -256,10 +260,10 @@ class SqliteBackend(
     async def claim(
         self, queue: str, *, limit: int, worker_id: str, lease_ms: int, now_ms: int
     ) -> list[Claimed]:
-        def tx(conn: sqlite3.Connection) -> tuple[list[Claimed], int | None]:
+        def tx(conn: sqlite3.Connection) -> tuple[list[Claimed], int | None, bool]:
             row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
             if row is not None and row[0]:
-                return [], None
+                return [], None, False
             # Promote more than ``limit``: a due job of high priority must not lose to
             # earlier-due low-priority ones just because they were promoted first.
             promote = max(limit, PROMOTE_ON_CLAIM)
@@ -284,7 +288,7 @@ class SqliteBackend(
             else:
                 rows = []
             if allowance is not None:
-                record_claims(conn, queue, allowance, [r[20] for r in rows], now_ms)
+                finish_claim(conn, queue, allowance, [r[20] for r in rows], limit, now_ms)
             claimed = []
             for r in rows:
                 try:
@@ -292,17 +296,24 @@ class SqliteBackend(
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                     _bury_corrupt(conn, queue, r, exc, now_ms, worker_id)
             claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
-            return claimed, None if allowance is None else allowance.hold_until_ms
+            if allowance is None:
+                return claimed, None, False
+            return claimed, allowance.hold_until_ms, allowance.capped
 
         if limit <= 0:
             return []
-        claimed, hold_until_ms = await self._write(tx)
+        claimed, hold_until_ms, capped = await self._write(tx)
         if hold_until_ms is not None:
             # wait_for_work sleeps until then instead of polling a queue that is held
             delay_s = max(0, hold_until_ms - now_ms) / 1000
             self._held_at[queue] = asyncio.get_running_loop().time() + delay_s
         else:
             self._held_at.pop(queue, None)
+        if capped:
+            self._capped.add(queue)
+            self._freed.clear()  # set again by a job of ours finishing (_slot_freed)
+        else:
+            self._capped.discard(queue)
         return claimed
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
@@ -310,7 +321,12 @@ class SqliteBackend(
         now = loop.time()
         held = [self._held_at.get(queue, now) - now for queue in queues]
         if held and min(held) > 0:  # every queue is held by its limits: nothing to poll
-            await asyncio.sleep(min(timeout_s, min(held)))
+            if self._capped.intersection(queues):
+                # held by max_active: a job finishing in this process frees a slot now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), min(timeout_s, min(held)))
+            else:
+                await asyncio.sleep(min(timeout_s, min(held)))
             return
         event = asyncio.Event()
         _wakeups.add(self.path, loop, event)
@@ -384,7 +400,13 @@ class SqliteBackend(
                 _trim(conn, queue, JobState.COMPLETED, policy, now_ms)
             return out
 
-        return await self._write(tx) if items else []
+        if not items:
+            return []
+        done = await self._write(tx)
+        if self._capped:
+            for item in items:
+                self._slot_freed(item.lease.queue)
+        return done
 
     async def retry(
         self, lease: Lease, *, run_at_ms: int, error: AttemptError, now_ms: int
@@ -407,6 +429,7 @@ class SqliteBackend(
 
         if not await self._write(tx):
             raise LeaseLost(f"job {lease.job_id}: lease lost, retry not recorded")
+        self._slot_freed(lease.queue)
         if state is JobState.WAITING:
             _wakeups.notify(self.path)
 
@@ -433,6 +456,7 @@ class SqliteBackend(
 
         if not await self._write(tx):
             raise LeaseLost(f"job {lease.job_id}: lease lost, dead-letter not recorded")
+        self._slot_freed(lease.queue)
 
     async def release(
         self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None

@@ -13,6 +13,7 @@ not only for windows aligned to a clock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -39,12 +40,20 @@ class SqliteRateLimits:
     """The ``rate limits`` section of the contract for :class:`SqliteBackend`."""
 
     path: str
+    _capped: set[str]
+    _freed: asyncio.Event
 
     if TYPE_CHECKING:
 
         async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
         async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def _slot_freed(self, queue: str) -> None:
+        """A job of ``queue`` left ``active`` through this connection: wake the waits
+        held by the queue's ``max_active`` at once instead of at their next poll."""
+        if queue in self._capped:
+            self._freed.set()
 
     async def set_limits(self, queue: str, limits: QueueLimits) -> None:
         def tx(conn: sqlite3.Connection) -> None:
@@ -103,6 +112,7 @@ class SqliteRateLimits:
 
         if not await self._write(tx):
             raise LeaseLost(f"job {lease.job_id}: lease lost, postponement not recorded")
+        self._slot_freed(lease.queue)
         if state is JobState.WAITING:
             from .backend import _wakeups
 
@@ -145,6 +155,10 @@ class Allowance:
 
     count: int
     hold_until_ms: int | None = None
+    capped: bool = False
+    """Only max_active is in the way: a job finishing frees a slot at once."""
+    room: int = 0
+    """What the queue's own limits allowed (``count`` may be less in group mode)."""
     seqs: list[int] | None = None
     log_queue: bool = False
     """Claims count against the queue's window."""
@@ -166,38 +180,39 @@ def limited_claim(
         return None
     if settings.held_until_ms is not None and settings.held_until_ms > now_ms:
         return Allowance(0, settings.held_until_ms)
-    room, hold = limit, None
+    room = limit
     if settings.max_active is not None:
         active = conn.execute(_sql("limits_active"), (queue,)).fetchone()[0]
-        if settings.max_active - active <= 0:
-            hold = now_ms + CONCURRENCY_POLL_MS
         room = min(room, settings.max_active - active)
     if settings.rate_max is not None and settings.rate_period_ms is not None:
-        left, next_slot = _window_room(
+        left, _ = _window_room(
             conn, queue, NO_GROUP, settings.rate_max, settings.rate_period_ms, now_ms
         )
-        if left <= 0:
-            hold = next_slot if hold is None else max(hold, next_slot)
         room = min(room, left)
     if room <= 0:
-        return Allowance(0, hold)
+        hold, capped = _next_slot(conn, queue, settings, now_ms)
+        return Allowance(0, hold, capped)
     log_queue = settings.rate_max is not None
     if settings.group_rate_max is None or settings.group_rate_period_ms is None:
-        return Allowance(room, log_queue=log_queue)
+        return Allowance(room, room=room, log_queue=log_queue)
     allowance = _pick_groups(conn, queue, settings, room, now_ms)
+    allowance.room = room
     allowance.log_queue = log_queue
     allowance.log_groups = True
     return allowance
 
 
-def record_claims(
+def finish_claim(
     conn: sqlite3.Connection,
     queue: str,
     allowance: Allowance,
     groups: Sequence[str | None],
+    limit: int,
     now_ms: int,
 ) -> None:
-    """Add the claimed jobs (their groups) to the sliding logs they count against."""
+    """After the claim: add the claimed jobs (their groups) to the sliding logs they
+    count against, and when they used up what the limits allowed, say when the next
+    slot opens (``allowance.hold_until_ms``)."""
     rows: list[tuple[str, str, int]] = []
     if allowance.log_queue:
         rows += [(queue, NO_GROUP, now_ms)] * len(groups)
@@ -205,6 +220,31 @@ def record_claims(
         rows += [(queue, g, now_ms) for g in groups if g is not None]
     if rows:
         conn.executemany(_sql("limits_log"), rows)
+    used_up = allowance.room < limit and len(groups) >= allowance.room
+    if allowance.hold_until_ms is None and used_up:
+        settings = _Settings.load(conn, queue)
+        if settings is not None:
+            allowance.hold_until_ms, allowance.capped = _next_slot(conn, queue, settings, now_ms)
+
+
+def _next_slot(
+    conn: sqlite3.Connection, queue: str, settings: _Settings, now_ms: int
+) -> tuple[int | None, bool]:
+    """When the queue's used-up limits open a slot again (None: they are not used up),
+    and whether only max_active is in the way."""
+    hold, rate_full = None, False
+    if settings.rate_max is not None and settings.rate_period_ms is not None:
+        left, slot = _window_room(
+            conn, queue, NO_GROUP, settings.rate_max, settings.rate_period_ms, now_ms
+        )
+        if left <= 0:
+            hold, rate_full = slot, True
+    if settings.max_active is not None:
+        active = conn.execute(_sql("limits_active"), (queue,)).fetchone()[0]
+        if active >= settings.max_active:
+            poll = now_ms + CONCURRENCY_POLL_MS
+            return (poll if hold is None else max(hold, poll)), not rate_full
+    return hold, False
 
 
 def _window_room(

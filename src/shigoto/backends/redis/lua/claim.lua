@@ -28,12 +28,14 @@ KEYS[13] grate_exp
 ARGV[1] now_ms    ARGV[2] limit (1..1000)    ARGV[3] worker_id
 ARGV[4] lease_until_ms                       ARGV[5] token prefix (random, per call)
 
-Returns: {next_due_ms, hold_until_ms, then five entries per claimed job: id, state
-         (MessagePack), data, errors JSON or nil, progress or nil}
+Returns: {next_due_ms, hold_until_ms, capped, then five entries per claimed job: id,
+         state (MessagePack), data, errors JSON or nil, progress or nil}
          next_due_ms is the due time of the earliest delayed job (-1: none; also -1 for a
          paused queue), so an idle worker knows how long it may sleep.
-         hold_until_ms (-1: none) is when the queue's next slot opens when a limit (or a
-         hold) let this claim take nothing: idle workers sleep until then.
+         hold_until_ms (-1: none) is when the queue's next slot opens when its limits
+         (or a hold) are used up — this claim took nothing, or all it was allowed: idle
+         workers sleep until then. capped is 1 when only max_active is in the way, so a
+         job finishing frees a slot at once (a worker may look again sooner), else 0.
 Errors:  -2  limit outside 1..1000
 A job whose stored state does not decode is not returned: it is left active with an
 expired lease and max_stalls 0 (and a "CorruptRecord" entry), so recover_stalled
@@ -60,7 +62,7 @@ local jobs, data, errors, progress, marker = KEYS[5], KEYS[6], KEYS[7], KEYS[8],
 local limits, rate, grate, grate_exp = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 
 if redis.call('HGET', meta, 'paused') == '1' then
-  return {-1, -1}
+  return {-1, -1, 0}
 end
 
 local function earliest_due()
@@ -72,7 +74,7 @@ if next_due >= 0 and next_due <= now then
   promote(delayed, wait, jobs, now, math.max(limit, PROMOTE_ON_CLAIM))
   next_due = earliest_due()
 end
-local out = {next_due, -1}
+local out = {next_due, -1, 0}
 
 -- the queue's own limits --------------------------------------------------------------
 local lim = redis.call('HMGET', limits, 'hu', 'ma', 'rm', 'rp', 'gm', 'gp', 'lg')
@@ -83,26 +85,42 @@ if held_until and held_until > now then
   out[2] = held_until
   return out
 end
-local room, hold = limit, nil
+local active_count, used = 0, 0
 if max_active then
-  local free = max_active - redis.call('ZCARD', active)
-  if free <= 0 then
-    hold = now + CONCURRENCY_POLL_MS
-  end
-  room = math.min(room, free)
+  active_count = redis.call('ZCARD', active)
 end
 if rate_max and rate_period then
   redis.call('ZREMRANGEBYSCORE', rate, '-inf', int(now - rate_period))
-  local used = redis.call('ZCARD', rate)
-  if used >= rate_max then
-    local nth = redis.call('ZRANGE', rate, used - rate_max, used - rate_max, 'WITHSCORES')
-    local next_slot = tonumber(nth[2]) + rate_period
-    hold = hold and math.max(hold, next_slot) or next_slot
+  used = redis.call('ZCARD', rate)
+end
+-- When the queue's limits are used up once `taken` more jobs are claimed: the time of
+-- its next slot (nil: not used up) and whether only max_active is in the way.
+local function next_slot(taken)
+  local hold, rate_full = nil, false
+  if rate_max and rate_period and used + taken >= rate_max then
+    local rank = used + taken - rate_max
+    local nth = redis.call('ZRANGE', rate, rank, rank, 'WITHSCORES')
+    hold = (#nth > 0 and tonumber(nth[2]) or now) + rate_period
+    rate_full = true
   end
+  if max_active and active_count + taken >= max_active then
+    local poll = now + CONCURRENCY_POLL_MS
+    hold = hold and math.max(hold, poll) or poll
+    return hold, not rate_full
+  end
+  return hold, false
+end
+local room = limit
+if max_active then
+  room = math.min(room, max_active - active_count)
+end
+if rate_max and rate_period then
   room = math.min(room, rate_max - used)
 end
 if room <= 0 then
+  local hold, capped = next_slot(0)
   out[2] = hold or -1
+  out[3] = capped and 1 or 0
   return out
 end
 
@@ -302,5 +320,11 @@ end
 -- a full batch may have left jobs behind: wake the next idle worker for them
 if (#ids == limit or parked_any) and redis.call('ZCARD', wait) > 0 then
   wake(marker)
+end
+-- took all the limits allowed (not all that was asked): say when to look again
+if #ids == room and room < limit then
+  local hold, capped = next_slot(#ids)
+  out[2] = hold or -1
+  out[3] = capped and 1 or 0
 end
 return out
