@@ -5,11 +5,11 @@ Everything is read from the backend at scrape time, so one exporter (``shigoto m
 work, and workers expose nothing themselves.
 
 * gauges: jobs per queue and state, paused queues, live workers by status, alert states;
-* counters: completed / failed / retried / dead / slow attempts per queue and job name
-  (sums of the 30 days of hour buckets the backend keeps: a counter may drop when its
-  oldest hour is pruned, which Prometheus treats as a counter reset);
+* counters: completed / failed / retried / dead / slow attempts per queue and job name,
+  read from the backend's lifetime totals (``Backend.read_metric_totals``), which are
+  never pruned: a counter only goes down if the backend's data is deleted;
 * histograms: processing and wait time per queue and job name, on the fixed buckets of
-  :data:`shigoto.metrics.BOUNDS_MS`.
+  :data:`shigoto.metrics.BOUNDS_MS`, from the same totals (so monotonic too).
 
 Job-name labels are capped per queue (``max_job_labels``): the busiest names keep their
 own series, the rest are summed under ``job="other"``.

@@ -5,7 +5,9 @@ finished attempt to in-memory counters keyed by (queue, job name, minute) — a 
 updates — and a :class:`MetricsReporter` task flushes them to the backend about once a
 second, one backend call per flush, together with the worker's liveness beat. The
 backend keeps minute buckets for 24 hours and hour buckets for 30 days (see the
-``metrics`` section of :mod:`shigoto.backends.contract`), so storage is bounded.
+``metrics`` section of :mod:`shigoto.backends.contract`), so storage is bounded; the
+same flush adds into per-queue lifetime totals (bounded by job names x fields) that
+never go down, for monotonic counters.
 
 Durations go into fixed histogram buckets (:data:`BOUNDS_MS`), so percentiles are
 estimates: exact to the bucket, interpolated linearly inside it.
@@ -513,14 +515,11 @@ class QueueMetrics:
         return points
 
     async def totals(self) -> dict[str, dict[str, int]]:
-        """Counters per job name over everything stored (30 days of hour buckets):
-        what the Prometheus exporter reports as counters and histograms."""
+        """Lifetime counters per job name (``Backend.read_metric_totals``): never pruned,
+        so no value ever goes down — what the Prometheus exporter reports as counters
+        and histograms."""
         backend = await self.app.backend()
-        now = self.app.clock.now_ms()
-        buckets = await backend.read_metrics(
-            self.queue, resolution="hour", since_ms=0, until_ms=now + 1
-        )
-        return merge(buckets)
+        return await backend.read_metric_totals(self.queue)
 
 
 # -- worker liveness ---------------------------------------------------------------------

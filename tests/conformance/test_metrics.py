@@ -199,3 +199,81 @@ async def test_counts_by_name_reports_incomplete_past_the_limit(
     if not exact:
         for state in JobState:
             assert sum(per.get(state, 0) for per in found.counts.values()) <= 2
+
+
+# -- lifetime totals (monotonic counters) ------------------------------------------------
+
+
+async def test_totals_add_every_sample_for_the_lifetime_of_the_queue(
+    metrics: Backend, queue_name: str
+) -> None:
+    """What the Prometheus counters are built on: every recorded value, per job name."""
+    assert await metrics.read_metric_totals(queue_name) == {}
+    await metrics.record_metrics(
+        [
+            sample(queue_name, MINUTE0, completed=3, run_ms=30),
+            sample(queue_name, MINUTE0, name="other", failed=1, dead=1),
+            sample(queue_name + "-b", MINUTE0, completed=7),
+        ],
+        now_ms=MINUTE0,
+    )
+    later = MINUTE0 + 2 * HOUR_MS + 5 * MINUTE_MS  # another hour bucket
+    await metrics.record_metrics(
+        [sample(queue_name, MINUTE0 + MINUTE_MS, completed=1), sample(queue_name, later, slow=2)],
+        now_ms=later,
+    )
+    assert await metrics.read_metric_totals(queue_name) == {
+        "other": {"failed": 1, "dead": 1},
+        "task": {"completed": 4, "run_ms": 30, "slow": 2},
+    }
+    assert await metrics.read_metric_totals(queue_name + "-b") == {"task": {"completed": 7}}
+
+
+async def test_totals_never_go_down_when_old_buckets_are_pruned(
+    metrics: Backend, queue_name: str
+) -> None:
+    """A counter summed from the 30 days of hour buckets would drop when the oldest
+    hour goes; the totals keep it (issue 6)."""
+    await metrics.record_metrics([sample(queue_name, MINUTE0, completed=5)], now_ms=MINUTE0)
+    seen = [(await metrics.read_metric_totals(queue_name))["task"]["completed"]]
+    for step in (MINUTE_RETENTION_MS, HOUR_RETENTION_MS, 2 * HOUR_RETENTION_MS):
+        now = MINUTE0 + step + 2 * HOUR_MS
+        await metrics.record_metrics(
+            [sample(queue_name, now - now % MINUTE_MS, completed=1)], now_ms=now
+        )
+        seen.append((await metrics.read_metric_totals(queue_name))["task"]["completed"])
+    assert seen == [5, 6, 7, 8]
+    if not metrics.capabilities.name.startswith("redis"):  # Redis prunes by TTL instead
+        first_hour = await metrics.read_metrics(
+            queue_name, resolution="hour", since_ms=MINUTE0, until_ms=MINUTE0 + HOUR_MS
+        )
+        assert first_hour == []  # pruned, yet still counted in the totals
+
+
+async def test_a_sample_already_past_its_retention_still_counts_in_the_totals(
+    metrics: Backend, queue_name: str
+) -> None:
+    """A worker that flushes very late (backend down for days) loses its buckets but
+    not its counts."""
+    now = MINUTE0 + HOUR_RETENTION_MS + 3 * HOUR_MS
+    await metrics.record_metrics([sample(queue_name, MINUTE0, completed=2)], now_ms=now)
+    assert await metrics.read_metric_totals(queue_name) == {"task": {"completed": 2}}
+
+
+async def test_concurrent_flushes_lose_no_total(metrics: Backend, queue_name: str) -> None:
+    await asyncio.gather(
+        *(
+            metrics.record_metrics(
+                [
+                    sample(queue_name, MINUTE0, completed=1),
+                    sample(queue_name, MINUTE0, "b", dead=2),
+                ],
+                now_ms=MINUTE0,
+            )
+            for _ in range(20)
+        )
+    )
+    assert await metrics.read_metric_totals(queue_name) == {
+        "b": {"dead": 40},
+        "task": {"completed": 20},
+    }

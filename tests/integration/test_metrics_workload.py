@@ -222,3 +222,40 @@ async def test_prometheus_shows_jobs_per_name_and_state(app: App) -> None:
     assert per_job[("a", "waiting")] == 2
     assert per_job[("b", "waiting")] == 1 and per_job[("b", "delayed")] == 1
     assert per_job[("a", "dead")] == 0
+
+
+async def test_prometheus_counters_never_go_down_when_the_oldest_hour_is_pruned(
+    backend_url: str,
+) -> None:
+    """Issue 6: the ``*_total`` counters come from lifetime totals, so pruning an hour
+    bucket 30 days on does not make them drop (which Prometheus would read as a reset)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shigoto.backends.contract import HOUR_RETENTION_MS, MetricSample
+    from shigoto.exporter import render
+
+    clock = FrozenClock()
+    app = App(backend_url, clock=clock)
+    try:
+        await app.queue(QUEUE).add("job0", {})  # the exporter lists queues that hold jobs
+        backend = await app.backend()
+
+        async def record(completed: int) -> float:
+            now = clock.now_ms()
+            sample = MetricSample(QUEUE, "job0", now - now % MINUTE_MS, {"completed": completed})
+            await backend.record_metrics([sample], now_ms=now)
+            text = (await render(app)).decode()
+            [value] = [
+                s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name == "shigoto_jobs_completed_total"
+            ]
+            return value
+
+        seen = [await record(5)]
+        clock.advance((HOUR_RETENTION_MS + 2 * 3_600_000) / 1000)  # the first hour is pruned
+        seen.append(await record(1))
+        assert seen == [5, 6]
+    finally:
+        await app.close()

@@ -468,14 +468,26 @@ class Backend(Protocol):
     # them back. Values are opaque named integers (``completed``, ``run_h3``...) chosen
     # by the core (shigoto.metrics), so new metrics need no migration. Storage is
     # bounded: minute buckets live 24 h, hour buckets 30 days, older ones are pruned as
-    # writes go (a bounded number per call). Worker beats and alert states are opaque
-    # bytes encoded by the core, like schedule definitions.
+    # writes go (a bounded number per call). Beside the buckets, each queue keeps
+    # lifetime totals per job name that are never pruned (bounded by job names x
+    # fields), so counters exported from them never go down. Worker beats and alert
+    # states are opaque bytes encoded by the core, like schedule definitions.
 
     async def record_metrics(self, samples: Sequence[MetricSample], *, now_ms: int) -> None:
-        """Add every sample's values to its minute bucket and to the hour bucket that
-        holds that minute (creating them at zero). Prunes minute buckets older than
+        """Add every sample's values to its minute bucket, to the hour bucket that
+        holds that minute (creating them at zero) and to its queue's lifetime totals of
+        that job name (see :meth:`read_metric_totals`). Prunes minute buckets older than
         ``MINUTE_RETENTION_MS`` and hour buckets older than ``HOUR_RETENTION_MS`` before
-        ``now_ms``. Atomic per queue (a reader never sees half a sample)."""
+        ``now_ms``; the totals are never pruned. Atomic per queue (a reader never sees
+        half a sample, nor a sample in the buckets but not yet in the totals)."""
+        ...
+
+    async def read_metric_totals(self, queue: str) -> dict[str, dict[str, int]]:
+        """The queue's lifetime totals: job name -> field -> the sum of every value
+        :meth:`record_metrics` ever added for it (samples past their buckets' retention
+        included). Never pruned, so no value ever decreases — what monotonic counters
+        (Prometheus ``*_total``) are built on. Empty for a queue with no samples.
+        Read-only."""
         ...
 
     async def read_metrics(

@@ -1,4 +1,5 @@
-"""The metrics scripts on Redis, run directly: bucket layout, relative expiry, limits."""
+"""The metrics scripts on Redis, run directly: bucket layout, relative expiry, limits,
+the lifetime totals hash."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from shigoto.backends.contract import (
     MetricSample,
 )
 from shigoto.backends.redis import RedisBackend
-from shigoto.backends.redis.metrics import bucket_key
+from shigoto.backends.redis.metrics import bucket_key, totals_key
 from shigoto.backends.redis.records import queue_keys
 from shigoto.errors import ConfigurationError
 
@@ -61,3 +62,40 @@ async def test_counts_by_name_refuses_a_limit_below_one(rb: RedisBackend, queue_
     for bad in (0, -1, "x"):
         with pytest.raises(ConfigurationError, match="metrics_counts_by_name"):
             await rb._run("metrics_counts_by_name", script_keys, (bad,))
+
+
+async def test_record_adds_to_a_totals_hash_under_the_queue_tag_that_never_expires(
+    rb: RedisBackend, raw: Any, queue_name: str
+) -> None:
+    for minute in (T0, T0 + HOUR_MS):
+        await rb.record_metrics(
+            [MetricSample(queue_name, "send", minute, {"completed": 2, "run_3": 1})],
+            now_ms=minute + 30_000,
+        )
+    key = totals_key(rb.prefix, queue_name)
+    assert key.startswith(f"{{{rb.prefix}:{queue_name}}}".encode())
+    assert await raw.hgetall(key) == {b"send|completed": b"4", b"send|run_3": b"2"}
+    assert await raw.pttl(key) == -1  # no expiry: the totals must never drop
+
+
+async def test_record_refuses_a_negative_ttl_or_a_bad_key_index_and_writes_nothing(
+    rb: RedisBackend, raw: Any, queue_name: str
+) -> None:
+    """-3: a negative ``x`` would make PEXPIRE delete the hash (the totals with it); a
+    ``k`` outside KEYS is a bug. Both are refused before anything is written."""
+    await rb.record_metrics([MetricSample(queue_name, "n", T0, {"completed": 1})], now_ms=T0)
+    totals = totals_key(rb.prefix, queue_name)
+    bucket = bucket_key(rb.prefix, queue_name, MINUTE_MS, T0)
+    before = await raw.hgetall(totals)
+    for bad in (
+        [
+            {"k": 1, "x": 60_000, "f": ["n|completed", 1]},
+            {"k": 2, "x": -1, "f": ["n|completed", 1]},
+        ],
+        [{"k": 1, "x": 60_000, "f": ["n|completed", 1]}, {"k": 3, "x": 0, "f": ["n|completed", 1]}],
+    ):
+        with pytest.raises(ConfigurationError, match="metrics_record"):
+            await rb._run("metrics_record", [bucket, totals], (msgspec.msgpack.encode(bad),))
+    assert await raw.hgetall(totals) == before == {b"n|completed": b"1"}
+    assert await raw.hgetall(bucket) == {b"n|completed": b"1"}
+    assert await raw.pttl(totals) == -1

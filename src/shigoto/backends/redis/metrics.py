@@ -5,6 +5,10 @@
   every other key of the queue). A flush is one ``metrics_record.lua`` call per queue:
   ``HINCRBY`` per field and ``PEXPIRE`` until the end of the bucket's retention, so
   storage is bounded by expiry with no index to trim.
+* **Lifetime totals** are one more hash per queue, ``{prefix:queue}:metric_totals``, of
+  the same ``<job name>|<field>`` layout, incremented in the same script call (one more
+  ``HINCRBY`` per field) and never expiring: bounded by job names x fields, and never
+  going down, so the exporter's counters are monotonic.
 * **Reads** name the bucket keys of the range (at most 1,440 minutes or 720 hours) and
   fetch them in one ``metrics_read.lua`` call.
 * **Worker beats and alert states** belong to no queue: they live under ``{prefix}``
@@ -53,6 +57,20 @@ def bucket_key(prefix: str, queue: str, width_ms: int, start_ms: int) -> bytes:
     return f"{queue_keys(prefix, queue).tag}:metrics:{width_ms}:{start_ms}".encode()
 
 
+def totals_key(prefix: str, queue: str) -> bytes:
+    """The queue's lifetime totals hash (no expiry)."""
+    return f"{queue_keys(prefix, queue).tag}:metric_totals".encode()
+
+
+def _per_name(flat: Sequence[bytes]) -> dict[str, dict[str, int]]:
+    """A flat ``HGETALL`` reply of ``<job name>|<field>`` -> integer, per job name."""
+    out: dict[str, dict[str, int]] = {}
+    for n in range(0, len(flat), 2):
+        name, _, field = flat[n].decode().rpartition("|")
+        out.setdefault(name, {})[field] = int(flat[n + 1])
+    return out
+
+
 class RedisMetrics(RedisPlumbing):
     """Mixin of :class:`~shigoto.backends.redis.RedisBackend`."""
 
@@ -71,8 +89,12 @@ class RedisMetrics(RedisPlumbing):
     async def record_metrics(self, samples: Sequence[MetricSample], *, now_ms: int) -> None:
         for queue, indexes in by_queue([s.queue for s in samples]).items():
             buckets: dict[tuple[int, int], dict[str, int]] = {}
+            totals: dict[str, int] = {}
             for i in indexes:
                 sample = samples[i]
+                for field, value in sample.values.items():
+                    member = f"{sample.name}|{field}"
+                    totals[member] = totals.get(member, 0) + value
                 for width, _ in WIDTHS.values():
                     start = sample.minute_ms - sample.minute_ms % width
                     into = buckets.setdefault((width, start), {})
@@ -91,6 +113,12 @@ class RedisMetrics(RedisPlumbing):
                     flat += (member, value)
                 ttl = start + width + keep[width] - now_ms
                 entries.append(_Entry(k=len(keys), x=ttl, f=flat))
+            if totals:
+                keys.append(totals_key(self.prefix, queue))
+                flat = []
+                for member, value in totals.items():
+                    flat += (member, value)
+                entries.append(_Entry(k=len(keys), x=0, f=flat))  # x=0: never expires
             for begin in range(0, len(entries), RECORD_LIMIT):
                 part = entries[begin : begin + RECORD_LIMIT]
                 part_keys = keys[begin : begin + RECORD_LIMIT]
@@ -110,13 +138,14 @@ class RedisMetrics(RedisPlumbing):
         reply = await self._run("metrics_read", keys, ())
         out: list[MetricBucket] = []
         for bucket_start, flat in zip(starts, reply, strict=True):
-            per_name: dict[str, dict[str, int]] = {}
-            for n in range(0, len(flat), 2):
-                name, _, field = flat[n].decode().rpartition("|")
-                per_name.setdefault(name, {})[field] = int(flat[n + 1])
+            per_name = _per_name(flat)
             for name in sorted(per_name):
                 out.append(MetricBucket(name=name, start_ms=bucket_start, values=per_name[name]))
         return out
+
+    async def read_metric_totals(self, queue: str) -> dict[str, dict[str, int]]:
+        reply = _as_dict(await self._call("HGETALL", totals_key(self.prefix, queue)))
+        return _per_name([item for pair in reply.items() for item in pair])
 
     async def worker_beat(
         self, worker_id: str, info: bytes, *, expires_ms: int, now_ms: int

@@ -4,7 +4,9 @@ A mixin of :class:`~shigoto.backends.sqlite.backend.SqliteBackend`. One row hold
 bucket's counters (a JSON object of named integers) so a flush of one worker is a
 handful of row merges inside one ``BEGIN IMMEDIATE`` transaction: concurrent workers
 serialize on the write lock and no increment is lost. Old buckets are pruned in the
-same transaction, a bounded number per call, so storage stays bounded.
+same transaction, a bounded number per call, so storage stays bounded. The lifetime
+totals (``metric_totals``, one row per queue, job name and field) are added to in the
+same transaction with an ``UPSERT`` each, and never pruned.
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class SqliteMetrics:
         if not merged:
             return
         queues = {sample.queue for sample in samples}
+        totals: dict[tuple[str, str, str], int] = {}
+        for sample in samples:
+            for field, value in sample.values.items():
+                at = (sample.queue, sample.name, field)
+                totals[at] = totals.get(at, 0) + value
 
         def tx(conn: sqlite3.Connection) -> None:
             for (queue, width, start, name), values in merged.items():
@@ -78,6 +85,13 @@ class SqliteMetrics:
                     for field, value in _values.decode(row[0]).items():
                         values[field] = values.get(field, 0) + value
                 conn.execute(_sql("metrics_put_bucket"), {**params, "vals": _encode(values)})
+            conn.executemany(
+                _sql("metrics_add_total"),
+                [
+                    {"queue": queue, "name": name, "field": field, "value": value}
+                    for (queue, name, field), value in totals.items()
+                ],
+            )
             for queue in queues:
                 for width, keep in ((MINUTE_MS, MINUTE_RETENTION_MS), (HOUR_MS, HOUR_RETENTION_MS)):
                     conn.execute(
@@ -107,6 +121,15 @@ class SqliteMetrics:
                 MetricBucket(name=row[0], start_ms=row[1], values=_values.decode(row[2]))
                 for row in conn.execute(_sql("metrics_read"), params)
             ]
+
+        return await self._run(read)
+
+    async def read_metric_totals(self, queue: str) -> dict[str, dict[str, int]]:
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for name, field, value in conn.execute(_sql("metrics_read_totals"), {"queue": queue}):
+                out.setdefault(name, {})[field] = int(value)
+            return out
 
         return await self._run(read)
 

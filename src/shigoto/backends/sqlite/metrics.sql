@@ -92,3 +92,28 @@ SELECT note FROM alert_history ORDER BY seq DESC LIMIT :limit;
 SELECT name, state, count(*) FROM jobs
 WHERE queue = :queue AND state IN ('waiting', 'delayed', 'active', 'dead')
 GROUP BY name, state;
+
+-- metrics_v2 --
+-- Lifetime totals per (queue, job name, field): never pruned, so counters built on
+-- them never go down. Seeded from the hour buckets stored at upgrade time, so an
+-- upgrade does not reset the exported counters (OR IGNORE: running it twice never
+-- counts a bucket twice).
+CREATE TABLE IF NOT EXISTS metric_totals (
+    queue      TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    field      TEXT    NOT NULL,
+    value      INTEGER NOT NULL,
+    PRIMARY KEY (queue, name, field)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO metric_totals (queue, name, field, value)
+SELECT b.queue, b.name, v.key, SUM(v.value)
+FROM metric_buckets AS b, json_each(CAST(b.vals AS TEXT)) AS v
+WHERE b.resolution = 3600000
+GROUP BY b.queue, b.name, v.key;
+
+-- metrics_add_total --
+INSERT INTO metric_totals (queue, name, field, value) VALUES (:queue, :name, :field, :value)
+ON CONFLICT (queue, name, field) DO UPDATE SET value = value + excluded.value;
+
+-- metrics_read_totals --
+SELECT name, field, value FROM metric_totals WHERE queue = :queue ORDER BY name, field;
