@@ -7,6 +7,10 @@ raises (a killed execution keeps ``end_ms`` NULL). That file is the ground truth
 really ran, independent of what shigoto's own tables claim.
 
 ``--clock-offset S`` runs the worker with a clock ``S`` seconds ahead (clock skew).
+``--schedule-every S`` makes the process a *scheduler* instead of a worker: it fires
+the ``effect`` job every ``S`` seconds (schedule :data:`TICK_SCHEDULE`) and writes each
+tick it wins to the ``tick_claims`` table of the same ledger (``bench/soak.py`` runs two
+of them to check every tick becomes exactly one job).
 The ``effect`` data may ask for a mixed workload (``bench/soak.py``): ``fail_until``
 raises until that attempt, ``fail_always`` raises every time, ``progress`` reports that
 many progress steps while sleeping, ``exit_once`` calls ``os._exit`` on the first run.
@@ -31,6 +35,12 @@ EFFECTS_SCHEMA = (
     " pid INTEGER NOT NULL, worker_id TEXT NOT NULL, at_ms INTEGER NOT NULL,"
     " end_ms INTEGER)"
 )
+TICK_SCHEDULE = "soak-tick"
+CLAIMS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS tick_claims ("
+    " seq INTEGER PRIMARY KEY, fire_ms INTEGER NOT NULL, pid INTEGER NOT NULL,"
+    " at_ms INTEGER NOT NULL)"
+)
 
 
 class OffsetClock:
@@ -51,7 +61,11 @@ def open_effects(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=60)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
+    # A small page cache and an index for the per-job lookups: the ledger's own memory
+    # stays small and flat, so a soak's RSS figures measure the worker, not the ledger.
+    conn.execute("PRAGMA cache_size = -256")
     conn.execute(EFFECTS_SCHEMA)
+    conn.execute("CREATE INDEX IF NOT EXISTS executions_job ON executions (job_id)")
     return conn
 
 
@@ -107,8 +121,39 @@ def build_app(url: str, effects_path: str, clock_offset_s: float = 0.0) -> App:
     return app
 
 
+async def run_scheduler(app: App, effects_path: str, every_s: float) -> None:
+    """Fire ``effect`` every ``every_s`` seconds; record each tick this process wins."""
+    from shigoto.scheduler import Fired, Scheduler
+
+    claims = open_effects(effects_path)
+    claims.execute(CLAIMS_SCHEMA)
+    app.every(every_s, name=TICK_SCHEDULE, data={"n": -1, "sleep": 0.02})(app.handlers["effect"])
+    pid = os.getpid()
+
+    class Recording(Scheduler):
+        async def tick(self, now_ms: int | None = None) -> list[Fired]:
+            fired = await super().tick(now_ms)
+            for tick in fired:
+                claims.execute(
+                    "INSERT INTO tick_claims (fire_ms, pid, at_ms) VALUES (?, ?, ?)",
+                    (tick.fire_ms, pid, int(time.time() * 1000)),
+                )
+            return fired
+
+    scheduler = Recording(app)
+    print(f"ready {pid}", flush=True)
+    try:
+        await scheduler.run()
+    finally:
+        await app.close()
+    print(f"done {pid} fired={scheduler.fired}", flush=True)
+
+
 async def main(args: argparse.Namespace) -> None:
     app = build_app(args.url, args.effects, args.clock_offset)
+    if args.schedule_every:
+        await run_scheduler(app, args.effects, args.schedule_every)
+        return
     worker = app.worker(
         [QUEUE],
         args.concurrency,
@@ -137,6 +182,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--burst", action="store_true")
     parser.add_argument("--clock-offset", type=float, default=0.0)
+    parser.add_argument("--schedule-every", type=float, default=0.0)
     return parser.parse_args(argv)
 
 
