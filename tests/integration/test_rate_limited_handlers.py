@@ -172,3 +172,27 @@ async def test_on_a_backend_without_rate_limits_rate_limited_is_an_ordinary_retr
     with pytest.raises(ConfigurationError, match="does not support rate limits"):
         await app.queue("api3").set_limits(max_active=1)
     assert (await app.queue("api3").limits())["max_active"] is None
+
+
+def test_the_limits_command_sets_and_shows_a_queues_limits(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from shigoto.cli.main import cli
+
+    url = f"sqlite:///{tmp_path / 'limits.db'}"
+    runner = CliRunner()
+
+    done = runner.invoke(
+        cli, ["--url", url, "limits", "email", "--rate", "100/s", "--max-active", "5"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "100/s" in done.output
+    shown = json.loads(runner.invoke(cli, ["--url", url, "limits", "--json"]).output)
+    assert shown["email"]["rate_limit"] == "100/s" and shown["email"]["max_active"] == 5
+    bad = runner.invoke(cli, ["--url", url, "limits", "email", "--rate", "fast"])
+    assert bad.exit_code != 0 and "100/s" in bad.output
+    cleared = runner.invoke(cli, ["--url", url, "limits", "email", "--clear", "--json"])
+    assert json.loads(cleared.output)["email"]["rate_limit"] is None
+    assert "no queue has limits" in runner.invoke(cli, ["--url", url, "limits"]).output

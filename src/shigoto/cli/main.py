@@ -100,6 +100,9 @@ def _register() -> None:
 
     for command in (enqueue, batches):
         cli.add_command(command)
+    from .limits import limits
+
+    cli.add_command(limits)
 
 
 _register()
