@@ -260,6 +260,7 @@ def test_queue_page_paginates_filters_and_finds_by_id(url: str, ids: dict[str, s
             await app.queue("bulk").add_bulk(
                 [{"name": "a" if i % 2 else "b", "data": {"i": i}} for i in range(60)]
             )
+            await app.queue("bulk").set_limits(rate_limit="100/s", max_active=5)
         finally:
             await app.close()
 
@@ -275,6 +276,7 @@ def test_queue_page_paginates_filters_and_finds_by_id(url: str, ids: dict[str, s
         assert {j["name"] for j in named["page"]["jobs"]} == {"a"}
         by_name = {row["name"]: row["waiting"] for row in first["by_name"]["rows"]}
         assert by_name == {"a": 30, "b": 30} and first["by_name"]["complete"]
+        assert first["limits"]["rate_limit"] == "100/s" and first["limits"]["max_active"] == 5
         sign_in(client, "alice", "correct horse")
         found = client.get(f"/queue?queue=mail&id={ids['xss']}", follow_redirects=False)
         assert found.status_code == 303 and "/job?" in found.headers["location"]
@@ -282,6 +284,7 @@ def test_queue_page_paginates_filters_and_finds_by_id(url: str, ids: dict[str, s
         assert "No job" in missing.text
         page = client.get("/queue?queue=bulk").text
         assert 'data-name="a"' in page and "state=waiting&amp;name=a" in page
+        assert "rate 100/s" in page and "at most 5 active" in page
 
 
 def test_openapi_document_is_valid_json_and_lists_the_api(client: TestClient) -> None:

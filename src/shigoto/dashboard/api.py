@@ -72,7 +72,11 @@ def api_routes(dash: Dashboard) -> list[Route]:
         jobs = await views.job_page(
             app, name, q(request, "state", "waiting"), page=page, name=q(request, "name")
         )
-        return summary | {"page": jobs, "by_name": await views.jobs_by_name(app, name)}
+        return summary | {
+            "page": jobs,
+            "by_name": await views.jobs_by_name(app, name),
+            "limits": await app.queue(name).limits(),
+        }
 
     async def job(request: Request, principal: Principal) -> Any:
         return await views.job_detail(app, q(request, "queue"), q(request, "id"))

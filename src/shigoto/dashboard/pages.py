@@ -90,6 +90,7 @@ def page_routes(dash: Dashboard) -> list[Route]:
             summary=summary,
             jobs=jobs,
             by_name=await views.jobs_by_name(app, name),
+            limits=await app.queue(name).limits(),
             states=views.STATES,
             not_found=job_id,
             now_ms=_now_ms(),
