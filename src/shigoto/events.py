@@ -75,7 +75,7 @@ class EventBus:
         for listener in list(self._listeners.get(event.type, ())):
             try:
                 outcome = listener(event)
-                if inspect.isawaitable(outcome):
+                if outcome is not None and inspect.isawaitable(outcome):
                     await outcome
             except asyncio.CancelledError:
                 raise

@@ -257,7 +257,7 @@ class Queue(DeadLetterOps):
         payload = self.app.encode_payload(
             name, data, encrypt=encrypt, allow_sensitive=allow_sensitive
         )
-        delay_ms = to_ms(validate_delay(delay))
+        delay_ms = 0 if delay is None else to_ms(validate_delay(delay))
         key, ttl_ms = dedup_fields(dedup_key, dedup_ttl)
         return NewJob(
             id=validate_job_id(job_id) or new_job_id(),

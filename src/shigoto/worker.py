@@ -404,7 +404,10 @@ class Worker:
                     if metrics is not None:
                         metrics.recorder.observe(record, started_ms, ended_ms, "completed")
                     runs.completed(record.queue, record.id, actor, ended_ms)
-                self._acks.append((Completion(lease, encoded, started_ms), record, result))
+                completion = Completion(
+                    lease, encoded, started_ms, record.options.remove_on_complete
+                )
+                self._acks.append((completion, record, result))
                 self._ack_event.set()
         finally:
             # The same job may already run again here (retried with no backoff and
@@ -794,8 +797,11 @@ class Worker:
         )
 
     async def _emit_raw(self, event: Event) -> None:
-        await self.app.events.emit(event)
-        await self.events.emit(event)
+        # a bus without listeners for this kind is skipped (no coroutine per job)
+        if self.app.events.has_listeners(event.type):
+            await self.app.events.emit(event)
+        if self.events.has_listeners(event.type):
+            await self.events.emit(event)
 
     def _log_outage(self, exc: BaseException) -> None:
         if not self._outage_logged:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from shigoto.backends import Backend
 from shigoto.job import REMOVE_ALL, JobState, Retention
 
@@ -159,3 +161,27 @@ async def test_a_removed_job_id_can_be_enqueued_again(backend: Backend, queue_na
     [again] = await backend.enqueue([new_job(queue_name, "once", now=T0 + 1)], T0 + 1)
 
     assert (again.created, again.state) == (True, JobState.WAITING)
+
+
+async def test_a_completion_carrying_the_job_s_retention_does_what_its_options_say(
+    backend: Backend, queue_name: str
+) -> None:
+    """Workers pass the job's ``remove_on_complete`` along (a backend may then skip
+    reading it); the outcome is the one the stored options give, fencing included."""
+    keep_one = Retention(count=1)
+    await enqueue(
+        backend,
+        new_job(queue_name, "gone", remove_on_complete=REMOVE_ALL),
+        *(new_job(queue_name, f"k{i}", remove_on_complete=keep_one) for i in range(2)),
+    )
+    for job_id, policy in (("gone", REMOVE_ALL), ("k0", keep_one), ("k1", keep_one)):
+        claimed = await claim_one(backend, queue_name)
+        assert claimed.record.id == job_id
+        hinted = msgspec.structs.replace(completion(claimed, job_id), retention=policy)
+        forged = msgspec.structs.replace(lease_of(claimed), token="not-the-token")
+        stale = msgspec.structs.replace(hinted, lease=forged)
+        assert await backend.complete([stale], T0 + 1) == [False]
+        assert await backend.complete([hinted], T0 + 1) == [True]
+
+    assert await backend.get(queue_name, "gone") is None
+    assert await ids_in(backend, queue_name, JobState.COMPLETED) == ["k1"]

@@ -29,7 +29,7 @@ from typing import Literal, Protocol
 
 import msgspec
 
-from ..job import AttemptError, JobOptions, JobRecord, JobState
+from ..job import AttemptError, JobOptions, JobRecord, JobState, Retention
 
 
 class Capabilities(msgspec.Struct, frozen=True):
@@ -111,6 +111,10 @@ class Completion(msgspec.Struct, frozen=True):
     lease: Lease
     result: bytes | None
     started_ms: int
+    retention: Retention | None = None
+    """The job's ``remove_on_complete`` as claimed (options never change after
+    enqueue), so a backend that stores options apart from the state it updates need
+    not read them per job; None: the backend looks them up."""
 
 
 class Recovered(msgspec.Struct, frozen=True):

@@ -116,7 +116,12 @@ class AuditSettings:
 class Audit:
     """``app.audit``: write and read the trail."""
 
-    PRUNE_EVERY = 500
+    PRUNE_EVERY = 10_000
+    """Entries appended between two prunes by age. A prune call removes up to
+    ``AUDIT_BATCH`` entries (rows; stream items on Redis), and up to ``PRUNE_ROUNDS``
+    calls are made while they come back full, so pruning keeps pace with appending
+    without a round trip every few hundred entries (a busy worker appends two per job)."""
+    PRUNE_ROUNDS = 20
 
     def __init__(self, app: App, settings: AuditSettings) -> None:
         self.app = app
@@ -167,7 +172,9 @@ class Audit:
         if self.settings.retention_s is not None and self._appended >= self.PRUNE_EVERY:
             self._appended = 0
             before = self.app.clock.now_ms() - int(self.settings.retention_s * 1000)
-            await backend.audit_prune(before_ms=before, limit=AUDIT_BATCH)
+            for _ in range(self.PRUNE_ROUNDS):
+                if await backend.audit_prune(before_ms=before, limit=AUDIT_BATCH) < AUDIT_BATCH:
+                    break
 
     async def query(
         self,

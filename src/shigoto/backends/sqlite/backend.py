@@ -388,14 +388,17 @@ class SqliteBackend(
                     "id": lease.job_id,
                     "token": lease.token,
                 }
-                options = _job_options(conn, lease)
-                if options is not None and options.remove_on_complete.removes_immediately:
+                policy = item.retention  # the worker's copy saves a SELECT per job
+                if policy is None:
+                    options = _job_options(conn, lease)
+                    policy = None if options is None else options.remove_on_complete
+                if policy is not None and policy.removes_immediately:
                     ok = conn.execute(SQL["complete_and_remove"], params).rowcount == 1
                 else:
                     params.update(result=item.result, now=now_ms)
                     ok = conn.execute(SQL["complete"], params).rowcount == 1
-                    if ok and options is not None and not options.remove_on_complete.keeps_all:
-                        trims[(lease.queue, options.remove_on_complete)] = None
+                    if ok and policy is not None and not policy.keeps_all:
+                        trims[(lease.queue, policy)] = None
                 out.append(ok)
             for queue, policy in trims:
                 _trim(conn, queue, JobState.COMPLETED, policy, now_ms)
