@@ -17,7 +17,7 @@ One measurement of one library is a child process (``--one NAME``) that imports
    of the first job's start and of the last job's end, so interpreter start-up and
    imports are excluded: jobs / (last end - first start);
 3. **latency**: ``--probes`` jobs, one every ``--interval-ms``, each carrying its send
-   time, then ``--idle-samples`` jobs each after ``--idle-gap`` seconds of silence:
+   time, then ``--idle-samples`` jobs each after 1 to 1.5 ``--idle-gap`` (random) of silence:
    enqueue -> start p50 / p99 at low load, and p50 of the idle pickups;
 
 then stops the worker and deletes the Redis keys it created (a dedicated database,
@@ -35,6 +35,7 @@ import importlib
 import json
 import os
 import platform
+import random
 import shlex
 import signal
 import statistics
@@ -149,7 +150,8 @@ async def send_probes(peer: ModuleType, args: argparse.Namespace) -> int:
         await peer.enqueue_one(time.time_ns())
     idle_from = time.time_ns()
     for _ in range(args.idle_samples):
-        await asyncio.sleep(args.idle_gap)
+        # A random 1 to 1.5 gaps, so probes do not land at one phase of a polling worker.
+        await asyncio.sleep(args.idle_gap * random.uniform(1.0, 1.5))
         await peer.enqueue_one(time.time_ns())
     return idle_from
 
@@ -192,7 +194,7 @@ def run_child(library: str, args: argparse.Namespace) -> dict[str, Any]:
     command += ["--interval-ms", f"{args.interval_ms:g}", "--idle-samples", str(args.idle_samples)]
     command += ["--idle-gap", f"{args.idle_gap:g}", "--redis", args.redis, "--db", str(args.db)]
     command += ["--timeout", f"{args.timeout:g}", *(["--sqlite"] if args.sqlite else [])]
-    budget = args.timeout + 120 + args.probes / 10 + args.idle_samples * (args.idle_gap + 1)
+    budget = args.timeout + 120 + args.probes / 10 + args.idle_samples * (args.idle_gap * 1.5 + 1)
     env = {**os.environ, "BENCH_CONCURRENCY": args.concurrency_of.get(library, "")}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=budget, env=env)
@@ -320,7 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probes", type=int, default=300, help="low-load latency probes")
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--idle-samples", type=int, default=20, help="idle pickup probes")
-    parser.add_argument("--idle-gap", type=float, default=1.0, help="seconds idle before each")
+    parser.add_argument(
+        "--idle-gap", type=float, default=1.0, help="seconds idle (at least) before each"
+    )
     parser.add_argument(
         "--concurrency", default="", help="override a worker's concurrency: NAME=N,NAME=N"
     )

@@ -9,7 +9,7 @@ from arq.connections import ArqRedis, RedisSettings
 
 from .common import BIN, NS, REDIS_URL, concurrency, record
 
-CONCURRENCY = concurrency(100)  # max_jobs (default 10)
+CONCURRENCY = concurrency(200)  # max_jobs (default 10)
 ENQUEUE = "enqueue_job loop"
 KEYS = ["arq:*", f"{NS}*"]
 settings = RedisSettings.from_dsn(REDIS_URL)

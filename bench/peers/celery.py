@@ -6,8 +6,8 @@ from celery import Celery
 
 from .common import BIN, NS, REDIS_URL, concurrency, record
 
-CONCURRENCY = concurrency(8)  # --pool threads
-POOL = "threads"
+CONCURRENCY = concurrency(1)  # -P solo: one process, one job at a time
+POOL = "solo"
 ENQUEUE = "task.delay loop"
 KEYS = [f"{NS}*", "_kombu.binding.*", "unacked*"]
 app = Celery(NS, broker=REDIS_URL)

@@ -7,7 +7,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from .common import BIN, NS, REDIS_URL, concurrency, record
 
-CONCURRENCY = concurrency(8)  # --threads (default 8)
+CONCURRENCY = concurrency(16)  # --threads (default 8)
 ENQUEUE = "actor.send loop"
 KEYS = [f"{NS}*"]
 broker = RedisBroker(url=REDIS_URL, namespace=NS)

@@ -9,7 +9,7 @@ from huey import RedisHuey, SqliteHuey
 
 from .common import BIN, NS, REDIS_URL, SQLITE, concurrency, record
 
-CONCURRENCY = concurrency(4)  # -k thread -w N
+CONCURRENCY = concurrency(8)  # -k thread -w N (default 1)
 ENQUEUE = "task.map"
 KEYS = [f"huey.*{NS}*"]
 huey = SqliteHuey(NS, filename=SQLITE) if SQLITE else RedisHuey(NS, url=REDIS_URL)

@@ -8,7 +8,7 @@ from saq import Queue
 
 from .common import BIN, NS, REDIS_URL, concurrency, record
 
-CONCURRENCY = concurrency(50)  # Worker(concurrency=...), default 10
+CONCURRENCY = concurrency(10)  # Worker(concurrency=...), its default
 ENQUEUE = "queue.enqueue loop"
 KEYS = [f"saq:{NS}*", f"*{NS}*"]
 queue = Queue.from_url(REDIS_URL, name=NS)

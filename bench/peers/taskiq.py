@@ -6,7 +6,7 @@ from taskiq_redis import RedisStreamBroker
 
 from .common import BIN, NS, REDIS_URL, concurrency, record
 
-CONCURRENCY = concurrency(100)  # --max-async-tasks
+CONCURRENCY = concurrency(100)  # --max-async-tasks (its default)
 ENQUEUE = "task.kiq loop"
 KEYS = [f"{NS}*"]
 # consumer_id="0": the group also sees messages added before the worker first started.
