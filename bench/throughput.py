@@ -49,11 +49,11 @@ async def run_worker(args: argparse.Namespace) -> None:
     await app.backend()  # connect (and migrate) before the clock starts
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)  # wait for "go"
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     await worker.run()
-    finished = time.time()
+    finished, cpu = time.time(), time.process_time() - cpu
     await app.close()
-    report = {"processed": worker.processed, "failed": worker.failed}
+    report = {"processed": worker.processed, "failed": worker.failed, "cpu_s": cpu}
     print(json.dumps({**report, "started": started, "finished": finished}), flush=True)
 
 
@@ -81,7 +81,7 @@ async def leftover(args: argparse.Namespace) -> dict[str, int]:
         await app.close()
 
 
-def drain(args: argparse.Namespace) -> tuple[int, float]:
+def drain(args: argparse.Namespace) -> tuple[int, float, float]:
     command = [
         sys.executable,
         os.path.abspath(__file__),
@@ -116,7 +116,7 @@ def drain(args: argparse.Namespace) -> tuple[int, float]:
         reports.append(json.loads(out.strip().splitlines()[-1]))
     processed = sum(r["processed"] for r in reports)
     elapsed = max(r["finished"] for r in reports) - min(r["started"] for r in reports)
-    return processed, elapsed
+    return processed, elapsed, sum(r["cpu_s"] for r in reports)
 
 
 def reproduce(args: argparse.Namespace) -> str:
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     args.queue = f"bench-{os.urandom(4).hex()}"
 
     enqueue_s = run_on(args.loop, enqueue(args))
-    processed, process_s = drain(args)
+    processed, process_s, cpu_s = drain(args)
     counts = run_on(args.loop, leftover(args))
 
     print(f"backend    {args.url}")
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{processed / process_s:>9,.0f} jobs/s   ({args.processes} worker process(es), "
         f"concurrency {args.concurrency})"
     )
+    cpu_us = cpu_s / max(processed, 1) * 1e6
+    print(f"worker CPU {cpu_us:8.1f} µs per job (every thread of the worker)")
     pending = counts["waiting"] + counts["delayed"] + counts["active"]
     if processed != args.jobs or pending:
         print(f"WARNING    processed {processed} of {args.jobs}; left: {counts}")

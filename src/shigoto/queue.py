@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import msgspec
 
 from .backends.contract import Backend, BatchRecord, Enqueued, NewJob, QueueLimits
 from .clock import Seconds, to_ms
+from .coalesce import AddCoalescer
 from .dead_letters import DeadLetterOps
 from .errors import ConfigurationError
 from .idempotency import dedup_fields, require_idempotency
@@ -71,6 +73,9 @@ class Queue(DeadLetterOps):
             raise ConfigurationError("rate_limit_key must be callable(data) -> str | None")
         self.defaults = option_overrides(**defaults)
         self._options_cache: dict[tuple[Any, ...], JobOptions] = {}
+        self._coalescers: weakref.WeakKeyDictionary[Backend, AddCoalescer] = (
+            weakref.WeakKeyDictionary()
+        )
         self._cached_defaults: dict[str, Any] = dict(self.defaults)
 
     def __repr__(self) -> str:
@@ -126,9 +131,19 @@ class Queue(DeadLetterOps):
         backend = await self.app.backend()
         if new.dedup_key is not None:
             require_idempotency(backend)
-        done = await backend.enqueue([new], now)
-        await self._audit_enqueued([new], done, backend)
-        return Job(self, done[0].id, created=done[0].created)
+        done = await self._coalescer(backend).add(new)
+        return Job(self, done.id, created=done.created)
+
+    def _coalescer(self, backend: Backend) -> AddCoalescer:
+        """Concurrent adds are written together (see :mod:`shigoto.coalesce`)."""
+        coalescer = self._coalescers.get(backend)
+        if coalescer is None:
+
+            async def store(jobs: list[NewJob]) -> list[Enqueued]:
+                return await self._store_audited(jobs, self.app.clock.now_ms(), backend)
+
+            coalescer = self._coalescers[backend] = AddCoalescer(store)
+        return coalescer
 
     async def _audit_enqueued(
         self, jobs: Sequence[NewJob], done: Sequence[Enqueued], backend: Backend
