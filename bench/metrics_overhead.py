@@ -9,6 +9,11 @@ effect measured here, so besides jobs/s this reports the worker's **CPU time per
 (``time.process_time``: every thread of the process, including the SQLite executor),
 which contention disturbs far less. Each run drains a fresh queue of no-op jobs
 (``remove_on_complete``); medians over ``--pairs`` alternating on/off runs.
+
+``--flushes N`` (default 200, 0 to skip) also times the backend write alone: ``N``
+calls of ``record_metrics`` with a typical flush (3 job names, every field a worker
+records: outcomes, both histograms, sums), median µs per call — the once-a-second cost
+that grows with the fields written (e.g. the lifetime totals of issue 6).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import statistics
 import time
 
 from shigoto import App, JobContext
+from shigoto.backends.contract import MINUTE_MS, MetricSample
+from shigoto.metrics import BOUNDS_MS
 
 
 async def drain(url: str, jobs: int, concurrency: int, metrics: bool) -> tuple[float, float]:
@@ -45,6 +52,29 @@ async def drain(url: str, jobs: int, concurrency: int, metrics: bool) -> tuple[f
         await app.close()
 
 
+async def flush_cost(url: str, flushes: int) -> float:
+    """Median µs of one ``record_metrics`` call with a typical one-second flush."""
+    queue = f"overhead-{os.urandom(4).hex()}"
+    app = App(url)
+    fields = {"completed": 40, "failed": 2, "retried": 1, "dead": 1, "slow": 0}
+    fields.update(run_ms=1234, wait_ms=567)
+    fields.update({f"run_{i}": 3 for i in range(len(BOUNDS_MS) + 1)})
+    fields.update({f"wait_{i}": 2 for i in range(len(BOUNDS_MS) + 1)})
+    try:
+        backend = await app.backend()
+        times = []
+        for _ in range(flushes):
+            now = app.clock.now_ms()
+            minute = now - now % MINUTE_MS
+            samples = [MetricSample(queue, f"job{n}", minute, dict(fields)) for n in range(3)]
+            start = time.perf_counter()
+            await backend.record_metrics(samples, now_ms=now)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1e6
+    finally:
+        await app.close()
+
+
 async def main(args: argparse.Namespace) -> None:
     results: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     for n in range(args.pairs):
@@ -64,6 +94,9 @@ async def main(args: argparse.Namespace) -> None:
         f"overhead: {100 * (off_rate - on_rate) / off_rate:+.1f} % throughput, "
         f"{100 * (on_cpu - off_cpu) / off_cpu:+.1f} % CPU per job"
     )
+    if args.flushes:
+        cost = await flush_cost(args.url, args.flushes)
+        print(f"record_metrics: {cost:,.0f} µs per flush (3 names, median of {args.flushes})")
 
 
 if __name__ == "__main__":
@@ -72,4 +105,5 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--flushes", type=int, default=200)
     asyncio.run(main(parser.parse_args()))

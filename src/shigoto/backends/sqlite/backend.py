@@ -71,6 +71,7 @@ MIGRATIONS = (
     "batches_v1",
     "rate_limits_v1",
     "metrics_v2",
+    "metrics_v3",
 )
 """Applied in order; ``PRAGMA user_version`` counts how many ran. A feature adds its
 tables as the next ``migration_N`` block in its own ``<feature>.sql`` file."""

@@ -5,8 +5,8 @@ bucket's counters (a JSON object of named integers) so a flush of one worker is 
 handful of row merges inside one ``BEGIN IMMEDIATE`` transaction: concurrent workers
 serialize on the write lock and no increment is lost. Old buckets are pruned in the
 same transaction, a bounded number per call, so storage stays bounded. The lifetime
-totals (``metric_totals``, one row per queue, job name and field) are added to in the
-same transaction with an ``UPSERT`` each, and never pruned.
+totals (``metric_totals``: one row per queue and job name, its counters as one JSON
+object, like a bucket) are merged in the same transaction and never pruned.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ class SqliteMetrics:
         if not merged:
             return
         queues = {sample.queue for sample in samples}
-        totals: dict[tuple[str, str, str], int] = {}
+        totals: dict[tuple[str, str], dict[str, int]] = {}
         for sample in samples:
+            into = totals.setdefault((sample.queue, sample.name), {})
             for field, value in sample.values.items():
-                at = (sample.queue, sample.name, field)
-                totals[at] = totals.get(at, 0) + value
+                into[field] = into.get(field, 0) + value
 
         def tx(conn: sqlite3.Connection) -> None:
             for (queue, width, start, name), values in merged.items():
@@ -85,13 +85,13 @@ class SqliteMetrics:
                     for field, value in _values.decode(row[0]).items():
                         values[field] = values.get(field, 0) + value
                 conn.execute(_sql("metrics_put_bucket"), {**params, "vals": _encode(values)})
-            conn.executemany(
-                _sql("metrics_add_total"),
-                [
-                    {"queue": queue, "name": name, "field": field, "value": value}
-                    for (queue, name, field), value in totals.items()
-                ],
-            )
+            for (queue, name), values in totals.items():
+                params = {"queue": queue, "name": name}
+                row = conn.execute(_sql("metrics_get_total"), params).fetchone()
+                if row is not None:
+                    for field, value in _values.decode(row[0]).items():
+                        values[field] = values.get(field, 0) + value
+                conn.execute(_sql("metrics_put_total"), {**params, "vals": _encode(values)})
             for queue in queues:
                 for width, keep in ((MINUTE_MS, MINUTE_RETENTION_MS), (HOUR_MS, HOUR_RETENTION_MS)):
                     conn.execute(
@@ -126,10 +126,8 @@ class SqliteMetrics:
 
     async def read_metric_totals(self, queue: str) -> dict[str, dict[str, int]]:
         def read(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-            out: dict[str, dict[str, int]] = {}
-            for name, field, value in conn.execute(_sql("metrics_read_totals"), {"queue": queue}):
-                out.setdefault(name, {})[field] = int(value)
-            return out
+            rows = conn.execute(_sql("metrics_read_totals"), {"queue": queue})
+            return {name: _values.decode(vals) for name, vals in rows}
 
         return await self._run(read)
 

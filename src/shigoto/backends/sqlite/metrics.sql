@@ -111,9 +111,28 @@ FROM metric_buckets AS b, json_each(CAST(b.vals AS TEXT)) AS v
 WHERE b.resolution = 3600000
 GROUP BY b.queue, b.name, v.key;
 
--- metrics_add_total --
-INSERT INTO metric_totals (queue, name, field, value) VALUES (:queue, :name, :field, :value)
-ON CONFLICT (queue, name, field) DO UPDATE SET value = value + excluded.value;
+-- metrics_v3 --
+-- The totals as one JSON object per (queue, job name), like the buckets: a flush then
+-- merges one row per job name instead of upserting one row per field (about 90 us
+-- instead of 600 us for three names, and the flush holds the write lock that long).
+-- Carries over the rows of metrics_v2.
+CREATE TABLE IF NOT EXISTS metric_totals_v3 (
+    queue      TEXT    NOT NULL,
+    name       TEXT    NOT NULL,
+    vals       BLOB    NOT NULL,
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO metric_totals_v3 (queue, name, vals)
+SELECT queue, name, json_group_object(field, value) FROM metric_totals GROUP BY queue, name;
+DROP TABLE metric_totals;
+ALTER TABLE metric_totals_v3 RENAME TO metric_totals;
+
+-- metrics_get_total --
+SELECT vals FROM metric_totals WHERE queue = :queue AND name = :name;
+
+-- metrics_put_total --
+INSERT INTO metric_totals (queue, name, vals) VALUES (:queue, :name, :vals)
+ON CONFLICT (queue, name) DO UPDATE SET vals = excluded.vals;
 
 -- metrics_read_totals --
-SELECT name, field, value FROM metric_totals WHERE queue = :queue ORDER BY name, field;
+SELECT name, vals FROM metric_totals WHERE queue = :queue ORDER BY name;
