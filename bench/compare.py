@@ -37,6 +37,7 @@ import os
 import platform
 import random
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -94,6 +95,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await peer.close()
         if not args.sqlite:
             delete_keys(os.environ["BENCH_REDIS"], [*peer.KEYS, f"*{ns}*"])
+        shutil.rmtree(out, ignore_errors=True)
     load = [(start - sent) / 1e6 for sent, start in probes if sent < idle_from]
     idle = [(start - sent) / 1e6 for sent, start in probes if sent >= idle_from]
     process_s = max(bulk["last"] - bulk["first"], 1) / 1e9
