@@ -20,6 +20,8 @@ SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "redis": ("shigoto.backends.redis", "RedisBackend", "redis"),
     "rediss": ("shigoto.backends.redis", "RedisBackend", "redis"),
     "unix": ("shigoto.backends.redis", "RedisBackend", "redis"),
+    "amqp": ("shigoto.backends.amqp", "AmqpBackend", "amqp"),
+    "amqps": ("shigoto.backends.amqp", "AmqpBackend", "amqp"),
 }
 
 

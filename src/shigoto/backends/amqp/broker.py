@@ -1,0 +1,321 @@
+"""The RabbitMQ side of the amqp backend: one robust connection, confirmed publishes,
+per-queue consumers feeding local buffers, and the deliveries held while jobs run.
+
+Why it is built this way:
+
+* **Notifications, not records.** A message says "a job of this queue became ready"
+  (its id and due time in the body); the record store decides which job a claim gets.
+  A message is therefore never the only copy of anything: losing one costs latency
+  (workers also poll every ``idle_wait_s``), never a job.
+* **Publisher confirms and persistent messages.** :meth:`Broker.notify` returns once
+  the broker has the message on disk (quorum: on a majority). During an outage it waits
+  for the robust connection to come back, at most ``publish_timeout``, then raises
+  :class:`~shigoto.errors.BackendUnavailable` — it never drops a message silently.
+* **Held deliveries.** A claim pairs each leased job with one buffered delivery and
+  keeps it unacked until the job's finishing transition, so the channel carries the
+  lease: a killed worker's deliveries return to the queue and wake another worker.
+  The consumer's ``prefetch`` is the worker's concurrency (the first claim's limit),
+  so buffered plus held deliveries never exceed its free slots plus running jobs.
+* **Reconnects** are aio-pika's robust connection: backoff, re-declared queues,
+  restored consumers. Deliveries of the lost channel are void (the broker has requeued
+  them): acking one fails harmlessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import msgspec
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+
+from ...errors import BackendUnavailable, ConfigurationError
+from . import topology
+from .settings import AmqpSettings
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_S = 10.0
+"""A broker that accepts TCP but never finishes the AMQP handshake must not hang us."""
+_CLOSE_TIMEOUT_S = 5.0
+_OP_TIMEOUT_S = 10.0
+"""One declare, consume or publish confirm; past it the call is retried or reported."""
+_TRANSIENT = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One ready-job notification to publish."""
+
+    queue: str
+    job_id: str
+    priority: int = 0
+    delay_ms: int = 0
+    """> 0: park it in a delay bucket first."""
+
+
+@dataclass(slots=True)
+class Buffered:
+    delivery: AbstractIncomingMessage
+    seq: int
+
+
+class Broker:
+    """RabbitMQ I/O for one backend instance (one event loop)."""
+
+    def __init__(self, settings: AmqpSettings) -> None:
+        self.settings = settings
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+        self._consumer: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._declared: set[str] = set()
+        self._consumers: dict[str, AbstractQueue] = {}
+        self._buffers: dict[str, deque[Buffered]] = {}
+        self._seq = itertools.count()
+        self._arrived = asyncio.Event()
+        self.prefetch: int | None = None
+
+    # -- connection --------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._connection is not None:
+            return
+        async with self._lock:
+            if self._connection is not None:
+                return
+            try:
+                connection = await asyncio.wait_for(
+                    aio_pika.connect_robust(self.settings.broker_url), _CONNECT_TIMEOUT_S
+                )
+            except (*_TRANSIENT, ValueError) as exc:
+                raise BackendUnavailable(
+                    f"RabbitMQ at {self.settings.redacted} is not reachable: {exc}"
+                ) from exc
+            connection.reconnect_callbacks.add(self._on_reconnect)
+            self._publisher = await connection.channel(publisher_confirms=True)
+            self._consumer = await connection.channel()
+            self._connection = connection
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        self._publisher = self._consumer = None
+        self._declared.clear()
+        self._consumers.clear()
+        self._buffers.clear()
+        if connection is not None:
+            try:
+                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+            except _TRANSIENT as exc:
+                log.warning("closing the RabbitMQ connection: %r (dropped)", exc)
+
+    def _on_reconnect(self, *_: Any) -> None:
+        # Deliveries buffered before the loss stay: claiming with one costs nothing, and
+        # its ack fails harmlessly (the broker requeued it when the channel died).
+        log.warning("reconnected to RabbitMQ at %s", self.settings.redacted)
+
+    # -- topology ----------------------------------------------------------------------
+
+    async def _declare(self, name: str, arguments: topology.FieldTable) -> AbstractQueue:
+        assert self._publisher is not None
+        try:
+            return await self._publisher.declare_queue(
+                name, durable=True, arguments=dict(arguments), timeout=_OP_TIMEOUT_S
+            )
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            raise ConfigurationError(
+                f"RabbitMQ queue {name!r} exists with other arguments than {arguments} "
+                f"(was it declared quorum vs classic, or another max_priority?): {exc}. "
+                "Delete it or change the URL's classic= / max_priority= options"
+            ) from exc
+
+    async def declare(self, queue: str) -> None:
+        """Declare the work and dead queues of a shigoto queue (once per connection)."""
+        await self.connect()
+        name = topology.work_queue(self.settings, queue)
+        if name in self._declared:
+            return
+        await self._declare(name, topology.work_arguments(self.settings, queue))
+        await self._declare(
+            topology.dead_queue(self.settings, queue), topology.dead_arguments(self.settings, queue)
+        )
+        self._declared.add(name)
+
+    async def _declare_bucket(self, queue: str, bucket_ms: int) -> str:
+        name = topology.wait_queue(self.settings, queue, bucket_ms)
+        if name not in self._declared:
+            await self._declare(name, topology.wait_arguments(self.settings, queue, bucket_ms))
+            self._declared.add(name)
+        return name
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def notify(self, notices: Iterable[Notice]) -> None:
+        """Publish ready-job notifications, each confirmed by the broker (concurrently)."""
+        batch = list(notices)
+        if not batch:
+            return
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        await asyncio.gather(*(self._notify_one(notice, deadline) for notice in batch))
+
+    async def _notify_one(self, notice: Notice, deadline: float) -> None:
+        body = msgspec.json.encode({"id": notice.job_id, "delay_ms": notice.delay_ms})
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=topology.amqp_priority(self.settings, notice.priority),
+            content_type="application/json",
+        )
+
+        async def route() -> str:
+            await self.declare(notice.queue)
+            if notice.delay_ms > 0:
+                return await self._declare_bucket(notice.queue, topology.bucket_ms(notice.delay_ms))
+            return topology.work_queue(self.settings, notice.queue)
+
+        await self._publish(route, message, deadline)
+
+    async def bury(self, queue: str, body: bytes) -> None:
+        """Publish a dead job's summary to the queue's ``.dead`` broker queue."""
+        message = aio_pika.Message(
+            body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type="application/json"
+        )
+
+        async def route() -> str:
+            await self.declare(queue)
+            return topology.dead_queue(self.settings, queue)
+
+        await self._publish(route, message, time.monotonic() + self.settings.publish_timeout_s)
+
+    async def _publish(self, route: Any, message: aio_pika.Message, deadline: float) -> None:
+        attempt = 0
+        while True:
+            try:
+                routing_key = await route()
+                assert self._publisher is not None
+                await self._publisher.default_exchange.publish(
+                    message, routing_key=routing_key, mandatory=False, timeout=_OP_TIMEOUT_S
+                )
+                return
+            except ConfigurationError:
+                raise
+            except _TRANSIENT as exc:
+                attempt += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendUnavailable(
+                        f"RabbitMQ at {self.settings.redacted} did not confirm a publish "
+                        f"within publish_timeout={self.settings.publish_timeout_s:g}s: {exc!r}. "
+                        "The job is stored in the record store and will still run "
+                        "(workers poll), but its wake-up was not delivered"
+                    ) from exc
+                if attempt == 1:
+                    log.warning("publish to RabbitMQ failed (%r); retrying for %.1fs", exc, left)
+                await asyncio.sleep(min(left, 0.05 * 2 ** min(attempt, 6)))
+                await self._wait_connected(deadline)
+
+    async def _wait_connected(self, deadline: float) -> None:
+        if self._connection is None:
+            try:
+                await self.connect()
+            except BackendUnavailable:
+                return
+        connection = self._connection
+        if connection is None or connection.connected.is_set():
+            return
+        left = max(0.0, deadline - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(connection.connected.wait(), left)
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def consume(self, queues: Sequence[str], prefetch: int | None = None) -> None:
+        """Start a consumer on each queue not consumed yet. ``prefetch`` (the worker's
+        concurrency) is fixed by the first call that gives one."""
+        if self.prefetch is None and prefetch is not None:
+            self.prefetch = max(1, prefetch)
+        try:
+            await self._consume(queues)
+        except _TRANSIENT as exc:
+            raise BackendUnavailable(
+                f"RabbitMQ at {self.settings.redacted}: cannot consume: {exc!r}"
+            ) from exc
+
+    async def _consume(self, queues: Sequence[str]) -> None:
+        for queue in queues:
+            if queue in self._consumers:
+                continue
+            await self.declare(queue)
+            assert self._consumer is not None
+            await self._consumer.set_qos(prefetch_count=self.prefetch or 1, timeout=_OP_TIMEOUT_S)
+            amqp_queue = await self._consumer.declare_queue(
+                topology.work_queue(self.settings, queue),
+                durable=True,
+                arguments=dict(topology.work_arguments(self.settings, queue)),
+                timeout=_OP_TIMEOUT_S,
+            )
+            buffer = self._buffers.setdefault(queue, deque())
+
+            async def on_message(delivery: AbstractIncomingMessage, _b: Any = buffer) -> None:
+                _b.append(Buffered(delivery, next(self._seq)))
+                self._arrived.set()
+
+            await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
+            self._consumers[queue] = amqp_queue
+
+    def mark(self) -> int:
+        """A position in the arrival order: deliveries before it are "already here"."""
+        return next(self._seq)
+
+    def take(self, queue: str, count: int) -> list[Buffered]:
+        """Up to ``count`` buffered deliveries of ``queue``, oldest first."""
+        buffer = self._buffers.get(queue)
+        taken: list[Buffered] = []
+        while buffer and len(taken) < count:
+            taken.append(buffer.popleft())
+        return taken
+
+    def take_before(self, queue: str, mark: int) -> list[Buffered]:
+        """Every buffered delivery of ``queue`` that arrived before ``mark``."""
+        buffer = self._buffers.get(queue)
+        taken: list[Buffered] = []
+        while buffer and buffer[0].seq < mark:
+            taken.append(buffer.popleft())
+        return taken
+
+    async def ack(self, items: Iterable[Buffered]) -> None:
+        for item in items:
+            try:  # a delivery of a lost channel: the broker requeued it already
+                await item.delivery.ack()
+            except _TRANSIENT as exc:
+                log.debug("ack of a delivery on a lost channel ignored: %r", exc)
+
+    async def requeue(self, items: Iterable[Buffered]) -> None:
+        for item in items:
+            try:
+                await item.delivery.nack(requeue=True)
+            except _TRANSIENT as exc:
+                log.debug("requeue of a delivery on a lost channel ignored: %r", exc)
+
+    async def wait(self, queues: Sequence[str], timeout_s: float) -> None:
+        """Until a delivery of one of ``queues`` is buffered, or ``timeout_s``."""
+        await self.consume(queues)
+        if any(self._buffers.get(q) for q in queues):
+            return
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), timeout_s)

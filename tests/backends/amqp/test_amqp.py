@@ -1,0 +1,234 @@
+"""What the RabbitMQ backend adds to its record store: URL options, the delay-bucket
+grid, notifications on the broker, a worker killed with SIGKILL (its deliveries come
+back), and three worker processes sharing one queue."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from shigoto import App, JobContext, JobState
+from shigoto.backends.amqp import AmqpBackend
+from shigoto.backends.amqp.settings import parse_url
+from shigoto.backends.amqp.topology import bucket_ms, work_queue
+from shigoto.errors import ConfigurationError
+
+HERE = Path(__file__).parent
+CONTRACT = HERE.parents[2] / "src" / "shigoto" / "backends" / "contract.py"
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while not await check():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+# -- no broker needed -------------------------------------------------------------------
+
+
+def test_the_store_url_takes_the_rest_of_the_url_or_is_percent_encoded() -> None:
+    plain = parse_url("amqp://u:p@h:5672/v?prefix=x&store=redis://r:6379/0?prefix=a&b=1")
+    assert plain.store_url == "redis://r:6379/0?prefix=a&b=1"
+    assert plain.prefix == "x"
+    assert plain.broker_url == "amqp://u:p@h:5672/v"
+    encoded = parse_url("amqps://h/?store=sqlite%3A%2F%2F%2Fjobs.db&classic=a,b&heartbeat=30")
+    assert encoded.store_url == "sqlite:///jobs.db"
+    assert encoded.classic == frozenset({"a", "b"})
+    assert encoded.broker_url == "amqps://h/?heartbeat=30"
+
+
+def test_a_url_without_a_store_is_refused_with_the_reason() -> None:
+    with pytest.raises(ConfigurationError, match="needs a record store"):
+        parse_url("amqp://guest:secret@127.0.0.1/")
+
+
+def test_bad_options_are_refused() -> None:
+    for option in ("max_priority=0", "publish_timeout=-1", "dead_max=x", "prefix="):
+        with pytest.raises(ConfigurationError):
+            parse_url(f"amqp://h/?{option}&store=sqlite:///x.db")
+
+
+def test_delay_buckets_are_never_early_and_at_most_1_percent_late() -> None:
+    buckets = set()
+    for delay in [1, 9, 10, 11, 999, 1000, 1001, 1500, 2_000, 59_999, 3_600_000, 86_400_000]:
+        bucket = bucket_ms(delay)
+        buckets.add(bucket)
+        assert bucket >= delay
+        assert bucket - delay <= max(10, delay * 0.01), (delay, bucket)
+    # the grid is coarse enough that a day of distinct delays needs few queues
+    assert len({bucket_ms(d) for d in range(1000, 86_400_000, 997)}) < 1200
+
+
+def test_every_contract_method_is_implemented() -> None:
+    """The contract grows; a method the backend lacks must fail here, not at run time."""
+    tree = ast.parse(CONTRACT.read_text())
+    [protocol] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Backend"]
+    names = [f.name for f in protocol.body if isinstance(f, ast.AsyncFunctionDef)]
+    assert [n for n in names if not hasattr(AmqpBackend, n)] == []
+
+
+# -- on the broker ---------------------------------------------------------------------------
+
+
+async def ready_messages(channel: aio_pika.abc.AbstractChannel, name: str) -> int:
+    queue = await channel.declare_queue(name, passive=True)
+    count = queue.declaration_result.message_count
+    return int(count or 0)
+
+
+async def test_an_enqueue_publishes_one_persistent_notification(
+    ab: AmqpBackend, channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
+) -> None:
+    app = App(backend_url)
+    try:
+        await app.queue(queue_name).add("task", {"n": 1})
+        name = work_queue(ab.settings, queue_name)
+        assert await ready_messages(channel, name) == 1
+    finally:
+        await app.close()
+
+
+async def test_a_delayed_job_wakes_a_worker_at_its_due_time(
+    backend_url: str, queue_name: str
+) -> None:
+    """Through a TTL bucket and the dead-letter exchange, no plugin: within ~1 %."""
+    app = App(backend_url)
+    started: list[float] = []
+
+    @app.job(queue=queue_name)
+    async def later(ctx: JobContext) -> None:
+        started.append(time.monotonic())
+
+    # a long idle wait: only the broker's notification can wake the worker in time
+    worker = app.worker([queue_name], 2, idle_wait_s=30.0, handle_signals=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.3)
+        enqueued = time.monotonic()
+        await later.enqueue(delay=1.5)
+        await until(lambda: _true(bool(started)), 10, "the delayed job to run")
+        late = started[0] - (enqueued + 1.5)
+        assert -0.02 <= late <= 0.015 * 1.5 + 0.1, f"ran {late:+.3f} s from its due time"
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 30)
+        await app.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def spawn_worker(url: str, queue: str, *, lease_s: float = 2.0) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "worker_proc.py"), url, queue, "--lease-s", str(lease_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    return process
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_with_sigkill_gives_its_deliveries_back_and_loses_no_job(
+    ab: AmqpBackend, channel: aio_pika.abc.AbstractChannel, backend_url: str, queue_name: str
+) -> None:
+    lease_s = 2.0
+    app = App(backend_url)
+
+    @app.job(queue=queue_name)
+    async def hold(ctx: JobContext, seconds: float) -> None:
+        return None  # the survivor finishes at once
+
+    jobs = await app.queue(queue_name).add_bulk(
+        {"name": "hold", "data": {"seconds": 60}} for _ in range(5)
+    )
+    name = work_queue(ab.settings, queue_name)
+    doomed = spawn_worker(backend_url, queue_name, lease_s=lease_s)
+    try:
+
+        async def all_active() -> bool:
+            return (await app.queue(queue_name).counts())["active"] == 5
+
+        await until(all_active, 10, "the doomed worker to take every job")
+        # the worker holds the five deliveries unacked: none is ready on the broker
+        assert await ready_messages(channel, name) == 0
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait(10)
+
+        async def redelivered() -> bool:
+            return await ready_messages(channel, name) == 5
+
+        await until(redelivered, 10, "the broker to requeue the killed worker's deliveries")
+        survivor = app.worker(
+            [queue_name], 5, lease_s=lease_s, stall_check_s=0.2, handle_signals=False
+        )
+        task = asyncio.create_task(survivor.run())
+        try:
+
+            async def all_completed() -> bool:
+                return (await app.queue(queue_name).counts())["completed"] == 5
+
+            await until(all_completed, 15, "the survivor to finish the killed worker's jobs")
+        finally:
+            survivor.stop(now=True)
+            await asyncio.wait_for(task, 30)
+        for job in jobs:
+            record = await job.refresh()
+            assert record.state is JobState.COMPLETED
+            assert record.stalls == 1
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait(10)
+        await app.close()
+
+
+@pytest.mark.slow
+async def test_three_worker_processes_share_one_queue_and_run_each_job_once(
+    backend_url: str, queue_name: str
+) -> None:
+    app = App(backend_url)
+    total = 300
+    workers = [spawn_worker(backend_url, queue_name) for _ in range(3)]
+    try:
+        jobs = await app.queue(queue_name).add_bulk(
+            {"name": "mark", "data": {"n": n, "seconds": 0.02}} for n in range(total)
+        )
+
+        async def all_completed() -> bool:
+            return (await app.queue(queue_name).counts())["completed"] == total
+
+        await until(all_completed, 60, "three workers to finish every job")
+        pids = []
+        for job in jobs:
+            record = await job.refresh()
+            assert record.state is JobState.COMPLETED and record.attempts == 1
+            pids.append(record.result_value)
+        assert set(pids) <= {w.pid for w in workers}
+        assert len(set(pids)) == 3, "every worker process took a share"
+        counts = await app.queue(queue_name).counts()
+        assert counts["active"] == counts["waiting"] == 0
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        await app.close()
