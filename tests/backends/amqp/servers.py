@@ -89,7 +89,7 @@ class RabbitNode:
         self.name = f"shigoto-{uuid.uuid4().hex[:8]}@localhost"
         self.process: subprocess.Popen[bytes] | None = None
         config = directory / "rabbitmq.conf"
-        config.write_text("loopback_users = none\n")
+        config.write_text(f"listeners.tcp.1 = 127.0.0.1:{self.port}\n")
         (directory / "enabled_plugins").write_text("[].\n")
         self.env = {
             **os.environ,
@@ -101,7 +101,17 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(directory / "node.pid"),
+            # the CLI's own distribution ports: not the shared node's small default range
+            "RABBITMQ_CTL_DIST_PORT_MIN": "45800",
+            "RABBITMQ_CTL_DIST_PORT_MAX": "45899",
         }
+        shutil.chown(directory, "rabbitmq", "rabbitmq")  # the server runs as that user
+        for child in directory.iterdir():
+            shutil.chown(child, "rabbitmq", "rabbitmq")
+
+    @property
+    def url_host(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> None:
         log = open(self.directory / "stdout.log", "ab")  # noqa: SIM115 - lives with the child

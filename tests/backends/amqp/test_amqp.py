@@ -232,3 +232,63 @@ async def test_three_worker_processes_share_one_queue_and_run_each_job_once(
                 worker.kill()
                 worker.wait(10)
         await app.close()
+
+
+# -- a broker restart (a test-owned node) -----------------------------------------------------
+
+
+def have_own_node() -> bool:
+    import shutil
+
+    return shutil.which("rabbitmq-server") is not None and os.geteuid() == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not have_own_node(), reason="needs rabbitmq-server and root (to run a node)")
+async def test_a_broker_restart_loses_no_job_and_the_worker_resumes_consuming(
+    queue_name: str,
+) -> None:
+    """The node is this test's own (own ports and data), stopped and started again: its
+    durable queues survive, the robust connection comes back, the consumers resume (the
+    worker's idle wait is 30 s, so only a broker wake-up finishes the jobs in time), and
+    a publish while it is down raises a clear error after ``publish_timeout``."""
+    from conftest import REDIS_HOST, REDIS_PORT, require_server, shared_redis_url
+    from shigoto.errors import BackendUnavailable
+
+    from .servers import amqp_url, temporary_node
+
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    node = temporary_node()
+    node.start()
+    url = amqp_url(shared_redis_url("amqp"), port=node.port, vhost="/", publish_timeout="1")
+    app = App(url)
+    done: list[int] = []
+
+    @app.job(queue=queue_name)
+    async def tick(ctx: JobContext, n: int) -> None:
+        done.append(n)
+
+    worker = app.worker([queue_name], 5, idle_wait_s=30.0, handle_signals=False)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)
+        await app.queue(queue_name).add_bulk({"name": "tick", "data": {"n": n}} for n in range(5))
+        await until(lambda: _true(len(done) == 5), 10, "the jobs before the restart")
+
+        node.stop()
+        with pytest.raises(BackendUnavailable, match="publish_timeout"):
+            await tick.enqueue(n=99)  # stored in the record store, its wake-up refused
+        node.start()
+
+        await until(lambda: _true(99 in done), 40, "the job published during the outage")
+        await app.queue(queue_name).add_bulk(
+            {"name": "tick", "data": {"n": n}} for n in range(5, 10)
+        )
+        took = await until(lambda: _true(len(done) == 11), 20, "the jobs after the restart")
+        assert took < 10, f"jobs after the restart waited {took:.1f} s"
+        assert sorted(done) == [*range(10), 99]
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 30)
+        await app.close()
+        node.stop()
