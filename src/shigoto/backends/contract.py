@@ -567,7 +567,9 @@ class Backend(Protocol):
 
     async def audit_prune(self, *, before_ms: int, limit: int = 1000) -> int:
         """Delete up to ``limit`` of the oldest entries with ``at_ms < before_ms``
-        (retention). Returns how many went."""
+        (retention). Returns how many went. A backend that stores each append call's
+        entries together (Redis: one stream item, dated by the server) deletes whole
+        calls: up to ``limit`` of them, so possibly more entries."""
         ...
 
     async def replace_payload(self, queue: str, job_id: str, old: bytes, new: bytes) -> bool:
