@@ -292,3 +292,39 @@ async def test_a_broker_restart_loses_no_job_and_the_worker_resumes_consuming(
         await asyncio.wait_for(task, 30)
         await app.close()
         node.stop()
+
+
+async def test_a_routed_job_lands_in_every_queue_bound_to_a_matching_pattern(
+    ab: AmqpBackend, queue_name: str
+) -> None:
+    """Topic exchange: ``orders.*`` and ``orders.created`` both match ``orders.created``;
+    only ``orders.*`` matches ``orders.paid``; nothing matches ``refunds.x``."""
+    from shigoto.backends.contract import NewJob
+    from shigoto.job import JobOptions
+
+    every, created_only = f"{queue_name}-all", f"{queue_name}-created"
+    await ab.bind_route(every, "orders.*")
+    await ab.bind_route(created_only, "orders.created")
+
+    def job(job_id: str) -> NewJob:
+        return NewJob(job_id, "", "task", b'{"n":1}', JobOptions(), created_ms=1, ready_ms=1)
+
+    await ab.route("orders.created", job("o1"))
+    await ab.route("orders.paid", job("o2"))
+    with pytest.raises(ConfigurationError, match="no queue is bound"):
+        await ab.route("refunds.x", job("o3"))
+
+    async def claimed(queue: str, want: int) -> list[str]:
+        ids: list[str] = []
+        deadline = time.monotonic() + 5
+        while len(ids) < want and time.monotonic() < deadline:
+            # claim first, as a worker does: its limit sets the consumer's prefetch
+            got = await ab.claim(queue, limit=10, worker_id="w", lease_ms=30_000, now_ms=2)
+            ids += [c.record.id for c in got]
+            await ab.wait_for_work([queue], 0.2)
+        return sorted(ids)
+
+    assert await claimed(every, 2) == ["o1", "o2"]
+    assert await claimed(created_only, 1) == ["o1"]
+    record = await ab.get(created_only, "o1")
+    assert record is not None and record.queue == created_only and record.payload == b'{"n":1}'

@@ -105,6 +105,8 @@ class AmqpBackend(StoreSections):
     ) -> list[Claimed]:
         broker_up = await self._consume([queue], prefetch=limit)
         mark = self.broker.mark()
+        if broker_up:
+            await self._store_routed(queue, now_ms)
         claimed = await self.store.claim(
             queue, limit=limit, worker_id=worker_id, lease_ms=lease_ms, now_ms=now_ms
         )
@@ -289,6 +291,36 @@ class AmqpBackend(StoreSections):
         if promoted:
             await self.broker.notify([Notice(queue, job_id)])
         return promoted
+
+    # -- routing (RabbitMQ only) ---------------------------------------------------------
+
+    async def bind_route(self, queue: str, pattern: str) -> None:
+        """Let jobs routed with a key matching ``pattern`` (topic syntax: ``orders.*``,
+        ``audit.#``) land in ``queue``. Bindings live in the broker; idempotent."""
+        await self.broker.bind(queue, pattern)
+
+    async def route(self, routing_key: str, job: NewJob) -> None:
+        """Publish ``job`` to the topic exchange: every queue bound to a matching
+        pattern gets its own copy (same id, ``job.queue`` ignored), stored in that
+        queue's records by the first of its workers to receive it. Confirmed and
+        persistent; raises ``ConfigurationError`` when no queue is bound to the key.
+        Until a worker of a bound queue receives it, the copy is only in RabbitMQ
+        (not yet counted or listed by the store)."""
+        await self.broker.route(routing_key, msgspec.json.encode(job), job.priority)
+
+    async def _store_routed(self, queue: str, now_ms: int) -> None:
+        routed = self.broker.routed(queue)
+        if not routed:
+            return
+        jobs = [
+            msgspec.structs.replace(
+                msgspec.json.decode(item.delivery.body, type=NewJob), queue=queue
+            )
+            for item in routed
+        ]
+        await self.store.enqueue(jobs, now_ms)  # an id already stored is left alone
+        for item in routed:
+            item.routed = False  # from now on it is this job's notification
 
     # -- plumbing ----------------------------------------------------------------------
 

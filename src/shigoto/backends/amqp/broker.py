@@ -37,11 +37,13 @@ import aio_pika
 import msgspec
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from pamqp.commands import Basic
 
 from ...errors import BackendUnavailable, ConfigurationError
 from . import topology
@@ -72,6 +74,8 @@ class Notice:
 class Buffered:
     delivery: AbstractIncomingMessage
     seq: int
+    routed: bool = False
+    """It carries a whole job from the topic exchange, not yet in the record store."""
 
 
 class Broker:
@@ -241,6 +245,49 @@ class Broker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(connection.connected.wait(), left)
 
+    # -- routing -----------------------------------------------------------------------
+
+    async def bind(self, queue: str, pattern: str) -> None:
+        """Bind a shigoto queue's work queue to the topic exchange under ``pattern``."""
+        await self.declare(queue)
+        assert self._publisher is not None
+        exchange = await self._routes()
+        amqp_queue = await self._publisher.get_queue(
+            topology.work_queue(self.settings, queue), ensure=False
+        )
+        await amqp_queue.bind(exchange, routing_key=pattern, timeout=_OP_TIMEOUT_S)
+
+    async def route(self, routing_key: str, job: bytes, priority: int) -> None:
+        """Publish an encoded job to the topic exchange; every bound queue gets a copy.
+
+        Unroutable (no queue bound to ``routing_key``): raises ConfigurationError."""
+        await self.connect()
+        message = aio_pika.Message(
+            job,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            priority=topology.amqp_priority(self.settings, priority),
+            content_type="application/json",
+            headers={topology.ROUTED_HEADER: 1},
+        )
+        exchange = await self._routes()
+        reply = await exchange.publish(
+            message, routing_key=routing_key, mandatory=True, timeout=_OP_TIMEOUT_S
+        )
+        if not isinstance(reply, Basic.Ack):
+            raise ConfigurationError(
+                f"no queue is bound to routing key {routing_key!r} on "
+                f"{topology.routes_exchange(self.settings)!r}: the job was not stored"
+            )
+
+    async def _routes(self) -> AbstractExchange:
+        assert self._publisher is not None
+        return await self._publisher.declare_exchange(
+            topology.routes_exchange(self.settings),
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            timeout=_OP_TIMEOUT_S,
+        )
+
     # -- consuming ---------------------------------------------------------------------
 
     async def consume(self, queues: Sequence[str], prefetch: int | None = None) -> None:
@@ -271,7 +318,8 @@ class Broker:
             buffer = self._buffers.setdefault(queue, deque())
 
             async def on_message(delivery: AbstractIncomingMessage, _b: Any = buffer) -> None:
-                _b.append(Buffered(delivery, next(self._seq)))
+                routed = topology.ROUTED_HEADER in (delivery.headers or {})
+                _b.append(Buffered(delivery, next(self._seq), routed))
                 self._arrived.set()
 
             await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
@@ -281,20 +329,34 @@ class Broker:
         """A position in the arrival order: deliveries before it are "already here"."""
         return next(self._seq)
 
+    def routed(self, queue: str) -> list[Buffered]:
+        """Buffered deliveries of ``queue`` that carry a job not stored yet."""
+        return [item for item in self._buffers.get(queue, ()) if item.routed]
+
     def take(self, queue: str, count: int) -> list[Buffered]:
-        """Up to ``count`` buffered deliveries of ``queue``, oldest first."""
+        """Up to ``count`` buffered notifications of ``queue``, oldest first (routed jobs
+        not stored yet stay in the buffer)."""
         buffer = self._buffers.get(queue)
         taken: list[Buffered] = []
+        kept: list[Buffered] = []
         while buffer and len(taken) < count:
-            taken.append(buffer.popleft())
+            item = buffer.popleft()
+            (kept if item.routed else taken).append(item)
+        if buffer is not None:
+            buffer.extendleft(reversed(kept))
         return taken
 
     def take_before(self, queue: str, mark: int) -> list[Buffered]:
-        """Every buffered delivery of ``queue`` that arrived before ``mark``."""
+        """Every buffered notification of ``queue`` that arrived before ``mark`` (routed
+        jobs not stored yet stay: they are jobs, not notifications)."""
         buffer = self._buffers.get(queue)
         taken: list[Buffered] = []
+        kept: list[Buffered] = []
         while buffer and buffer[0].seq < mark:
-            taken.append(buffer.popleft())
+            item = buffer.popleft()
+            (kept if item.routed else taken).append(item)
+        if buffer is not None:
+            buffer.extendleft(reversed(kept))
         return taken
 
     async def ack(self, items: Iterable[Buffered]) -> None:

@@ -12,6 +12,9 @@ Per shigoto queue ``q`` (``P`` is the URL's ``prefix``):
   exchange back to ``P.q``. Bucket lengths are rounded *up* on a grid that is 10 ms
   wide below one second and 1 % wide above, so a notification arrives at its due time
   or at most ~1 % (10 ms) later, and one queue serves at most ~1,600 distinct delays.
+* ``P.routes`` — one durable topic exchange per prefix: a job published there with a
+  routing key is copied by RabbitMQ into every work queue bound to a matching pattern,
+  and stored in each queue's records by the first worker of that queue to see it.
 * ``P.q.dead`` — a durable queue of the work queue's type holding one message per dead
   job (a copy for broker tools; the record store's dead-letter queue is the
   authoritative one), bounded by ``dead_max`` (oldest dropped).
@@ -29,6 +32,15 @@ _FINE_MS = 10
 """Bucket grid below one second."""
 _RATIO = 1.01
 """Bucket grid ratio above one second: a delay is rounded up by less than 1 %."""
+
+
+ROUTED_HEADER = "x-shigoto-routed"
+"""Marks a message that carries a whole job (published to the topic exchange) rather
+than a notification: the consumer stores the job in its queue before claiming."""
+
+
+def routes_exchange(settings: AmqpSettings) -> str:
+    return f"{settings.prefix}.routes"
 
 
 def work_queue(settings: AmqpSettings, queue: str) -> str:
