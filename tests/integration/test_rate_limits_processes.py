@@ -145,9 +145,12 @@ def test_three_processes_share_one_rate_of_100_per_second(tmp_path: Path, url: s
     print(f"100/s over 10 s with 3 processes: {len(in_window)} jobs")
     assert 980 <= len(in_window) <= 1020, len(in_window)
     assert len({pid for _, _, pid in in_window}) == 3  # all three processes took part
-    # and no sliding second ever held more than 100 claims
+    # and no sliding second ever held more than 100 claims. These are handler start
+    # times, which trail the claims by a few ms that vary per process (and per job), so
+    # allow 50 ms of that jitter: three workers each using their own 100/s would put
+    # 101 starts within about 0.33 s.
     times = [at for _, at, _ in starts]
-    assert all(b - a >= 0.999 for a, b in zip(times, times[100:], strict=False))
+    assert all(b - a >= 0.95 for a, b in zip(times, times[100:], strict=False))
 
 
 def test_two_tenants_with_10x_different_load_each_get_their_share(tmp_path: Path, url: str) -> None:
