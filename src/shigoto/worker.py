@@ -342,6 +342,11 @@ class Worker:
         return total
 
     async def _queues_empty(self) -> bool:
+        # Completions still to be written can enqueue work (a batch's follow-up), so
+        # look at them before the counts: checked after, a flush finishing while the
+        # counts are read would hide the job it just enqueued.
+        if self._acks:
+            return False
         backend = self._require_backend()
         for queue in self.queues:
             counts = await backend.counts(queue)
