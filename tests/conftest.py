@@ -118,12 +118,18 @@ def amqp_test_url() -> str:
         import shigoto.backends.amqp  # noqa: F401
     except ImportError:
         pytest.skip("aio-pika is not installed (pip install 'shigoto[amqp]')")
-    require_server("RabbitMQ", AMQP_HOST, AMQP_PORT)
-    if not broker_answers():
-        message = f"RabbitMQ on {AMQP_HOST}:{AMQP_PORT} accepts TCP but not AMQP (wedged?)"
-        if REQUIRE_SERVERS:
-            pytest.fail(f"{message} (SHIGOTO_REQUIRE_SERVERS=1)")
-        pytest.skip(message)
+    # RabbitMQ is not (yet) among the servers .ci/run starts: it is required only with
+    # SHIGOTO_REQUIRE_AMQP=1 as well, otherwise a missing or wedged broker skips.
+    required = REQUIRE_SERVERS and os.environ.get("SHIGOTO_REQUIRE_AMQP") == "1"
+    problem = None
+    if not server_reachable(AMQP_HOST, AMQP_PORT):
+        problem = f"RabbitMQ is not reachable on {AMQP_HOST}:{AMQP_PORT}"
+    elif not broker_answers():
+        problem = f"RabbitMQ on {AMQP_HOST}:{AMQP_PORT} accepts TCP but not AMQP (wedged?)"
+    if problem:
+        if required:
+            pytest.fail(f"{problem} (SHIGOTO_REQUIRE_AMQP=1)")
+        pytest.skip(problem)
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     # classic queues: the conformance suite creates a few hundred queues a minute, and
     # that much quorum-queue (Raft group) churn stalled RabbitMQ 3.10 here; quorum queues
