@@ -99,3 +99,11 @@ async def record(backend: Backend, queue: str, job_id: str) -> JobRecord:
 
 async def ids_claimed(backend: Backend, queue: str, **kw: Any) -> list[str]:
     return [c.record.id for c in await claim(backend, queue, **kw)]
+
+
+def storage_name(backend: Backend) -> str:
+    """The name of the backend that actually stores the records: a composed backend
+    (RabbitMQ over a record store) behaves as its store does for what it delegates."""
+    store = getattr(backend, "store", backend)
+    name: str = store.capabilities.name
+    return name

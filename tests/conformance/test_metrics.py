@@ -17,7 +17,7 @@ from shigoto.backends.contract import (
 )
 from shigoto.job import JobState
 
-from .support import T0, attempt_error, claim, enqueue, lease_of, new_job
+from .support import T0, attempt_error, claim, enqueue, lease_of, new_job, storage_name
 
 MINUTE0 = T0 - T0 % HOUR_MS  # an hour boundary, so minute and hour buckets line up
 
@@ -90,7 +90,7 @@ async def test_old_buckets_are_pruned(metrics: Backend, queue_name: str) -> None
     later = MINUTE0 + MINUTE_RETENTION_MS + 2 * HOUR_MS
     await metrics.record_metrics([sample(queue_name, later - later % MINUTE_MS, completed=2)],
                                  now_ms=later)  # fmt: skip
-    if metrics.capabilities.name.startswith("redis"):
+    if storage_name(metrics).startswith("redis"):
         # Redis expires buckets by TTL on its own clock; check the TTL instead.
         return
     old = await metrics.read_metrics(
@@ -194,7 +194,7 @@ async def test_counts_by_name_reports_incomplete_past_the_limit(
 ) -> None:
     await _jobs_in_four_states(metrics, queue_name)
     found = await metrics.counts_by_name(queue_name, limit=2)
-    exact = metrics.capabilities.name == "sqlite"
+    exact = storage_name(metrics) == "sqlite"
     assert found.complete is exact
     if not exact:
         for state in JobState:
@@ -243,7 +243,7 @@ async def test_totals_never_go_down_when_old_buckets_are_pruned(
         )
         seen.append((await metrics.read_metric_totals(queue_name))["task"]["completed"])
     assert seen == [5, 6, 7, 8]
-    if not metrics.capabilities.name.startswith("redis"):  # Redis prunes by TTL instead
+    if not storage_name(metrics).startswith("redis"):  # Redis prunes by TTL instead
         first_hour = await metrics.read_metrics(
             queue_name, resolution="hour", since_ms=MINUTE0, until_ms=MINUTE0 + HOUR_MS
         )
