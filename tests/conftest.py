@@ -128,7 +128,8 @@ def amqp_test_url() -> str:
         problem = f"RabbitMQ on {AMQP_HOST}:{AMQP_PORT} accepts TCP but not AMQP (wedged?)"
     if problem:
         if required:
-            pytest.fail(f"{problem} (SHIGOTO_REQUIRE_SERVERS=1); start it: rabbitmq-server -detached")
+            hint = "start it with: rabbitmq-server -detached"
+            pytest.fail(f"{problem} (SHIGOTO_REQUIRE_SERVERS=1); {hint}")
         pytest.skip(problem)
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     # classic queues: the conformance suite creates a few hundred queues a minute, and
