@@ -193,12 +193,17 @@ async def test_counts_by_name_reports_incomplete_past_the_limit(
     metrics: Backend, queue_name: str
 ) -> None:
     await _jobs_in_four_states(metrics, queue_name)
-    found = await metrics.counts_by_name(queue_name, limit=2)
-    exact = storage_name(metrics) == "sqlite"
-    assert found.complete is exact
-    if not exact:
-        for state in JobState:
-            assert sum(per.get(state, 0) for per in found.counts.values()) <= 2
+    found = await metrics.counts_by_name(queue_name, limit=3)
+    assert found.complete is False  # waiting holds 4
+    assert sum(per.get(JobState.WAITING, 0) for per in found.counts.values()) == 3
+    # States within the limit (3 jobs each) are still counted exactly, name by name.
+    for state, expected in (
+        (JobState.ACTIVE, {"a": 1, "b": 2}),
+        (JobState.DELAYED, {"a": 1, "b": 2}),
+        (JobState.DEAD, {"a": 2, "b": 1}),
+    ):
+        assert {name: per.get(state) for name, per in found.counts.items()} == expected
+    assert (await metrics.counts_by_name(queue_name, limit=4)).complete is True
 
 
 # -- lifetime totals (monotonic counters) ------------------------------------------------

@@ -37,6 +37,8 @@ PRUNE_LIMIT = 500
 WIDTH_MS: dict[str, int] = {"minute": MINUTE_MS, "hour": HOUR_MS}
 _values = msgspec.json.Decoder(dict[str, int])
 _encode = msgspec.json.encode
+NAME_STATES = (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.DEAD)
+"""The states :meth:`SqliteMetrics.counts_by_name` counts per job name."""
 
 
 def _sql(name: str) -> str:
@@ -190,13 +192,17 @@ class SqliteMetrics:
         return await self._run(read)
 
     async def counts_by_name(self, queue: str, *, limit: int = 10_000) -> NameCounts:
-        # One indexed GROUP BY: exact, so ``limit`` is not needed here.
+        # Bounded like Redis: a dashboard polls this, and a backlog of millions must
+        # not turn each poll into a scan of all of them.
         def read(conn: sqlite3.Connection) -> NameCounts:
             counts: dict[str, dict[JobState, int]] = {}
-            for name, state, count in conn.execute(
-                _sql("metrics_counts_by_name"), {"queue": queue}
-            ):
-                counts.setdefault(name, {})[JobState(state)] = int(count)
-            return NameCounts(counts=counts, complete=True)
+            complete = True
+            for state in NAME_STATES:
+                args = {"queue": queue, "state": state.value, "limit": max(1, limit)}
+                for name, count in conn.execute(_sql("metrics_counts_by_name"), args):
+                    counts.setdefault(name, {})[state] = int(count)
+                if conn.execute(_sql("metrics_state_over_limit"), args).fetchone()[0]:
+                    complete = False
+            return NameCounts(counts=counts, complete=complete)
 
         return await self._run(read)

@@ -89,9 +89,13 @@ DELETE FROM alert_history WHERE seq <= (SELECT MAX(seq) FROM alert_history) - :k
 SELECT note FROM alert_history ORDER BY seq DESC LIMIT :limit;
 
 -- metrics_counts_by_name --
-SELECT name, state, count(*) FROM jobs
-WHERE queue = :queue AND state IN ('waiting', 'delayed', 'active', 'dead')
-GROUP BY name, state;
+-- One state of one queue, at most :limit of its jobs (jobs_by_state index).
+SELECT name, count(*) FROM (
+  SELECT name FROM jobs WHERE queue = :queue AND state = :state LIMIT :limit
+) GROUP BY name;
+
+-- metrics_state_over_limit --
+SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND state = :state LIMIT 1 OFFSET :limit);
 
 -- metrics_v2 --
 -- Lifetime totals per (queue, job name, field): never pruned, so counters built on
