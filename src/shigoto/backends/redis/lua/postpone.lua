@@ -37,16 +37,7 @@ if job.c then
 end
 job.a = math.max(job.a - 1, 0)
 job.r = run_at
-local outcome
-if run_at > now then
-  job.s = 'delayed'
-  redis.call('ZADD', delayed, int(run_at), seq_member(job, id))
-  outcome = 1
-else
-  job.s = 'waiting'
-  push_waiting(wait, job, id)
-  outcome = 2
-end
+local outcome = schedule_at(delayed, wait, job, id, run_at, now)
 job_save(jobs, id, job)
 if hold == '1' and run_at > now then
   local field = 'hu'

@@ -29,19 +29,12 @@ for i = 4, #ARGV do
     redis.call('ZREM', dead, fin_member(job, id))
     job.a = 0
     job.st = 0
-    job.r = run_at
     job.rs = nil
     job.fm = nil
     job.sm = nil
     job.w = nil
     job.c = nil
-    if run_at > now then
-      job.s = 'delayed'
-      redis.call('ZADD', delayed, int(run_at), seq_member(job, id))
-    else
-      job.s = 'waiting'
-      push_waiting(wait, job, id)
-    end
+    schedule_at(delayed, wait, job, id, run_at, now)
     job_save(jobs, id, job)
     redis.call('HDEL', progress, id)
     redis.call('HDEL', result, id)

@@ -30,16 +30,7 @@ if job.c then
   finish_cancelled(cancelled, jobs, job, id, now)
   return 3
 end
-local outcome
-if run_at > now then
-  job.s = 'delayed'
-  redis.call('ZADD', delayed, int(run_at), seq_member(job, id))
-  outcome = 1
-else
-  job.s = 'waiting'
-  push_waiting(wait, job, id)
-  outcome = 2
-end
+local outcome = schedule_at(delayed, wait, job, id, run_at, now)
 job_save(jobs, id, job)
 wake(marker)
 return outcome

@@ -94,6 +94,20 @@ local function push_waiting(wait_key, job, id)
   redis.call('ZADD', wait_key, int(-job.p), wait_member(job, id))
 end
 
+-- Make a job ready at `run_at`: `delayed` until then, or `waiting` now. Sets job.s and
+-- indexes the job; the caller saves it. Returns 1 (delayed) or 2 (waiting).
+local function schedule_at(delayed_key, wait_key, job, id, run_at, now)
+  job.r = run_at
+  if run_at > now then
+    job.s = 'delayed'
+    redis.call('ZADD', delayed_key, int(run_at), seq_member(job, id))
+    return 1
+  end
+  job.s = 'waiting'
+  push_waiting(wait_key, job, id)
+  return 2
+end
+
 local function holds(job, token)
   return job ~= nil and job.s == 'active' and job.t == token
 end
