@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,13 @@ from shigoto.backends import Backend, open_backend
 REQUIRE_SERVERS = os.environ.get("SHIGOTO_REQUIRE_SERVERS") == "1"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", int(os.environ.get("SHIGOTO_TEST_REDIS_PORT", "6379"))
 
-BACKEND_NAMES = ["sqlite", "redis", "redis-cluster", "amqp"]
-# "amqp": RabbitMQ over a Redis record store (tests/backends/amqp/servers.py).
+BACKEND_NAMES = ["sqlite", "redis", "redis-cluster", "amqp", "amqp-bare"]
+# "amqp": RabbitMQ over a Redis record store (tests/backends/amqp/servers.py);
+# "amqp-bare": RabbitMQ alone (store-less), on the modules in BARE_SUITES only.
 CLUSTER_SUITES = ("conformance", "backends")
+BARE_SUITES = ("conformance/", "backends/amqp/")
+"""Where "amqp-bare" runs. A test that reaches a capability the store-less backend
+declares absent ends in a skip that names it (see pytest_runtest_makereport)."""
 """Where "redis-cluster" (a 3-node Redis Cluster the session starts itself, see
 tests/backends/redis/servers.py) runs; SHIGOTO_TEST_CLUSTER=all runs it everywhere,
 SHIGOTO_TEST_CLUSTER=0 nowhere."""
@@ -107,10 +112,12 @@ def make_url(name: str, tmp_path: Path) -> str:
         return shared_redis_url("test")
     if name == "amqp":
         return amqp_test_url()
+    if name == "amqp-bare":
+        return amqp_test_url(store=False)
     raise ValueError(name)
 
 
-def amqp_test_url() -> str:
+def amqp_test_url(*, store: bool = True) -> str:
     """RabbitMQ (random prefix, expiring queues) over a fresh namespace of the shared Redis."""
     from backends.amqp.servers import AMQP_HOST, AMQP_PORT, amqp_url, broker_answers
 
@@ -131,6 +138,8 @@ def amqp_test_url() -> str:
             hint = "start it with: rabbitmq-server -detached"
             pytest.fail(f"{problem} (SHIGOTO_REQUIRE_SERVERS=1); {hint}")
         pytest.skip(problem)
+    if not store:
+        return amqp_url(None, classic="*")
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     # classic queues: the conformance suite creates a few hundred queues a minute, and
     # that much quorum-queue (Raft group) churn stalled RabbitMQ 3.10 here; quorum queues
@@ -155,12 +164,16 @@ def redis_cluster_url() -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep "redis-cluster" to the contract suites (CLUSTER_SUITES) unless asked, and
     "amqp" to them always (it is not run through the other suites yet)."""
-    off_amqp = {
-        item
-        for item in items
-        if getattr(getattr(item, "callspec", None), "params", {}).get("backend_name") == "amqp"
-        and not any(f"/tests/{suite}/" in str(item.path) for suite in CLUSTER_SUITES)
-    }
+
+    def off(item: pytest.Item) -> bool:
+        name = getattr(getattr(item, "callspec", None), "params", {}).get("backend_name")
+        if name == "amqp":
+            return not any(f"/tests/{suite}/" in str(item.path) for suite in CLUSTER_SUITES)
+        if name == "amqp-bare":
+            return not any(f"/tests/{suite}" in str(item.path) for suite in BARE_SUITES)
+        return False
+
+    off_amqp = {item for item in items if off(item)}
     if off_amqp:
         config.hook.pytest_deselected(items=list(off_amqp))
         items[:] = [item for item in items if item not in off_amqp]
@@ -215,3 +228,67 @@ def queue_name() -> str:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return make_url("sqlite", tmp_path)
+
+
+SECTION_OF_MODULE = {
+    "test_dedup": "job_records",
+    "test_job_admin": "job_records",
+    "test_retention": "job_records",
+    "test_stalled": "explicit_time",
+    "test_batches": "batches",
+    "test_idempotency": "idempotency",
+    "test_metrics": "metrics",
+    "test_schedules": "schedules",
+    "test_dead_letters": "dead_letter_queue",
+    "test_audit": "audit",
+}
+"""The Capabilities flag each conformance module exercises throughout."""
+SECTION_OF_TEST = {
+    "test_promote_due_moves_due_delayed_jobs_in_due_order": "explicit_time",
+    "test_a_due_delayed_job_is_claimed_without_an_explicit_promotion": "explicit_time",
+    "test_a_due_high_priority_delayed_job_beats_earlier_due_low_priority_ones": "explicit_time",
+    "test_two_concurrent_claimers_never_get_the_same_job": "job_records",  # exact counts
+    "test_extreme_priorities_keep_their_order": "exact_priority",
+}
+"""Single tests of other modules that need one flag (the rest of the module does not)."""
+
+
+def declared_capabilities(backend_name: str) -> Any:
+    """Capabilities known without connecting, for backends that declare flags off
+    (sqlite, redis and amqp over a store declare every flag but rate limits on)."""
+    if backend_name == "amqp-bare":
+        from shigoto.backends.amqp.storeless import CAPABILITIES
+
+        return CAPABILITIES
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _declared_sections(request: pytest.FixtureRequest) -> None:
+    """Skip a conformance test whose section its backend declares absent."""
+    callspec = getattr(request.node, "callspec", None)
+    name = callspec.params.get("backend_name") if callspec is not None else None
+    capabilities = declared_capabilities(name) if name else None
+    if capabilities is None:
+        return
+    test = request.node.originalname
+    flag = SECTION_OF_TEST.get(test) or SECTION_OF_MODULE.get(
+        request.node.module.__name__.rpartition(".")[2]
+    )
+    if flag and not getattr(capabilities, flag):
+        pytest.skip(f"{capabilities.name} ({name}) declares {flag}=False (Capabilities)")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test that reaches a capability its backend declares absent (the store-less
+    amqp backend raises ``CapabilityAbsent``) is reported skipped, with the reason:
+    everything it did before that point passed."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is None or report.outcome != "failed":
+        return
+    if type(call.excinfo.value).__name__ != "CapabilityAbsent":
+        return
+    report.outcome = "skipped"
+    report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {call.excinfo.value}")

@@ -47,6 +47,33 @@ class Capabilities(msgspec.Struct, frozen=True):
     rate_limits: bool = False
     """Implements the rate-limit section (``set_limits``, ``get_limits``, ``postpone``,
     limits enforced by ``claim``)."""
+    job_records: bool = True
+    """Keeps a record per job: ``get``, ``list_jobs``, ``counts_by_name``, ``queues``,
+    exact ``counts``, results, progress, unique ids, ``cancel`` / ``remove`` /
+    ``promote`` / ``redrive`` / ``replace_payload``, pause. False (``amqp://`` without a
+    record store): a job lives only in its message, and these raise
+    ``CapabilityAbsent``; ``counts`` is the broker's view (see the backend)."""
+    explicit_time: bool = True
+    """Delays, leases and stall recovery follow the ``now_ms`` callers pass, so tests can
+    freeze time. False: the broker's own clock runs delays, and a lease lasts as long as
+    its worker's connection (a dead worker's job is redelivered, not recovered)."""
+    idempotency: bool = True
+    """Implements the idempotency section (dedup keys, ``once_claim`` / ``once_mark``)."""
+    dead_letter_queue: bool = True
+    """Lists, purges and redrives dead jobs (``list_dead``, ``purge_dead``, ``redrive``)."""
+    schedules: bool = True
+    """Stores schedule tick states and run-time schedules."""
+    batches: bool = True
+    """Implements the batches section."""
+    metrics: bool = True
+    """Stores metrics, worker beats and alert states (reads work from any process)."""
+    audit: bool = True
+    """Stores the audit trail."""
+    routing: bool = False
+    """Routes jobs by key to every bound queue (``bind_route``, ``route``)."""
+    exact_priority: bool = True
+    """Any int priority orders claims. False: the broker's priority levels are few
+    (RabbitMQ: ``max_priority + 1`` on classic queues, none on quorum queues)."""
 
 
 class NewJob(msgspec.Struct, frozen=True):

@@ -9,7 +9,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from shigoto.backends.amqp import AmqpBackend
+from shigoto.backends.amqp import StoredBackend
 from shigoto.backends.amqp.settings import parse_url
 
 
@@ -26,9 +26,17 @@ def url_factory(url_factory: Callable[[], str]) -> Callable[[], str]:
 
 
 @pytest.fixture
-def ab(backend: Any) -> AmqpBackend:
-    assert isinstance(backend, AmqpBackend)
+def ab(backend: Any) -> StoredBackend:
+    assert isinstance(backend, StoredBackend)
     return backend
+
+
+@pytest.fixture
+def bare_url() -> str:
+    """A store-less URL (RabbitMQ alone, quorum work queues) in a fresh namespace."""
+    from conftest import amqp_test_url
+
+    return amqp_test_url(store=False).replace("&classic=*", "")
 
 
 @pytest.fixture

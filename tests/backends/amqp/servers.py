@@ -40,16 +40,16 @@ def session_vhost() -> str:
 
 
 def amqp_url(
-    store_url: str, *, port: int = AMQP_PORT, vhost: str | None = None, **opts: str
+    store_url: str | None, *, port: int = AMQP_PORT, vhost: str | None = None, **opts: str
 ) -> str:
-    """An ``amqp://`` URL in a fresh namespace (random prefix) over ``store_url``."""
+    """An ``amqp://`` URL in a fresh namespace (random prefix) over ``store_url``
+    (None: a store-less URL)."""
     vhost = session_vhost() if vhost is None else vhost
     options = {"prefix": f"t-{uuid.uuid4().hex[:10]}", "expires": "60", **opts}
     extra = os.environ.get("SHIGOTO_TEST_AMQP_OPTIONS", "")  # e.g. classic=*
     query = "&".join([f"{k}={v}" for k, v in options.items()] + ([extra] if extra else []))
-    return (
-        f"amqp://guest:guest@{AMQP_HOST}:{port}/{quote(vhost, safe='')}?{query}&store={store_url}"
-    )
+    store = f"&store={store_url}" if store_url is not None else ""
+    return f"amqp://guest:guest@{AMQP_HOST}:{port}/{quote(vhost, safe='')}?{query}{store}"
 
 
 _handshakes: dict[int, bool] = {}

@@ -18,7 +18,7 @@ import aio_pika
 import pytest
 
 from shigoto import App, JobContext, JobState
-from shigoto.backends.amqp import AmqpBackend
+from shigoto.backends.amqp import StoredBackend, StorelessBackend
 from shigoto.backends.amqp.settings import parse_url
 from shigoto.backends.amqp.topology import bucket_ms, work_queue
 from shigoto.errors import ConfigurationError
@@ -50,9 +50,10 @@ def test_the_store_url_takes_the_rest_of_the_url_or_is_percent_encoded() -> None
     assert encoded.broker_url == "amqps://h/?heartbeat=30"
 
 
-def test_a_url_without_a_store_is_refused_with_the_reason() -> None:
-    with pytest.raises(ConfigurationError, match="needs a record store"):
-        parse_url("amqp://guest:secret@127.0.0.1/")
+def test_a_url_without_a_store_is_store_less_and_an_empty_store_is_refused() -> None:
+    assert parse_url("amqp://guest:secret@127.0.0.1/").store_url is None
+    with pytest.raises(ConfigurationError, match="store= is empty"):
+        parse_url("amqp://guest:secret@127.0.0.1/?store=")
 
 
 def test_bad_options_are_refused() -> None:
@@ -77,7 +78,8 @@ def test_every_contract_method_is_implemented() -> None:
     tree = ast.parse(CONTRACT.read_text())
     [protocol] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Backend"]
     names = [f.name for f in protocol.body if isinstance(f, ast.AsyncFunctionDef)]
-    assert [n for n in names if not hasattr(AmqpBackend, n)] == []
+    for backend in (StoredBackend, StorelessBackend):
+        assert [n for n in names if not hasattr(backend, n)] == [], backend
 
 
 # -- on the broker ---------------------------------------------------------------------------
@@ -90,7 +92,7 @@ async def ready_messages(channel: aio_pika.abc.AbstractChannel, name: str) -> in
 
 
 async def test_an_enqueue_publishes_one_persistent_notification(
-    ab: AmqpBackend, channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
+    ab: StoredBackend, channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
 ) -> None:
     app = App(backend_url)
     try:
@@ -144,7 +146,7 @@ def spawn_worker(url: str, queue: str, *, lease_s: float = 2.0) -> subprocess.Po
 
 @pytest.mark.slow
 async def test_a_worker_killed_with_sigkill_gives_its_deliveries_back_and_loses_no_job(
-    ab: AmqpBackend, channel: aio_pika.abc.AbstractChannel, backend_url: str, queue_name: str
+    ab: StoredBackend, channel: aio_pika.abc.AbstractChannel, backend_url: str, queue_name: str
 ) -> None:
     lease_s = 2.0
     app = App(backend_url)
@@ -295,7 +297,7 @@ async def test_a_broker_restart_loses_no_job_and_the_worker_resumes_consuming(
 
 
 async def test_a_routed_job_lands_in_every_queue_bound_to_a_matching_pattern(
-    ab: AmqpBackend, queue_name: str
+    ab: StoredBackend, queue_name: str
 ) -> None:
     """Topic exchange: ``orders.*`` and ``orders.created`` both match ``orders.created``;
     only ``orders.*`` matches ``orders.paid``; nothing matches ``refunds.x``."""

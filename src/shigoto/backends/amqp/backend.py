@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ...errors import BackendUnavailable, ShigotoError
+from ...errors import BackendUnavailable, ConfigurationError, ShigotoError
 from ...job import AttemptError, JobRecord, JobState
 from ..contract import (
     Backend,
@@ -52,8 +52,9 @@ from .settings import AmqpSettings, parse_url
 log = logging.getLogger(__name__)
 
 
-class AmqpBackend(StoreSections):
-    """The RabbitMQ backend. See :mod:`shigoto.backends.amqp.settings` for URL options."""
+class StoredBackend(StoreSections):
+    """RabbitMQ over a record store. See :mod:`shigoto.backends.amqp.settings` for URL
+    options; built by :func:`shigoto.backends.amqp.AmqpBackend` for a URL with ``store=``."""
 
     capabilities: Capabilities
 
@@ -61,6 +62,8 @@ class AmqpBackend(StoreSections):
         from .. import open_backend  # the store is any other backend
 
         self.settings: AmqpSettings = parse_url(url)
+        if self.settings.store_url is None:
+            raise ConfigurationError("StoredBackend needs an amqp:// URL with store=")
         self.store: Backend = open_backend(self.settings.store_url)
         store = self.store.capabilities
         self.capabilities = Capabilities(
@@ -70,6 +73,15 @@ class AmqpBackend(StoreSections):
             multi_host=store.multi_host,
             blocking_wait=True,
             rate_limits=False,  # the store enforces limits, but waits for a slot are not built
+            job_records=True,
+            explicit_time=store.explicit_time,
+            idempotency=store.idempotency,
+            dead_letter_queue=store.dead_letter_queue,
+            schedules=store.schedules,
+            batches=store.batches,
+            metrics=store.metrics,
+            audit=store.audit,
+            routing=True,
         )
         self.broker = Broker(self.settings)
         self._held: dict[str, tuple[Buffered, int]] = {}

@@ -70,6 +70,18 @@ class Notice:
     """> 0: park it in a delay bucket first."""
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One persistent message for a shigoto queue's work queue (or, with ``delay_ms``,
+    the delay bucket that dead-letters into it at the due time)."""
+
+    queue: str
+    body: bytes
+    priority: int = 0
+    delay_ms: int = 0
+    headers: dict[str, Any] | None = None
+
+
 @dataclass(slots=True)
 class Buffered:
     delivery: AbstractIncomingMessage
@@ -89,6 +101,7 @@ class Broker:
         self._lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._consumers: dict[str, AbstractQueue] = {}
+        self._tags: dict[str, str] = {}
         self._buffers: dict[str, deque[Buffered]] = {}
         self._seq = itertools.count()
         self._arrived = asyncio.Event()
@@ -120,6 +133,7 @@ class Broker:
         self._publisher = self._consumer = None
         self._declared.clear()
         self._consumers.clear()
+        self._tags.clear()
         self._buffers.clear()
         if connection is not None:
             try:
@@ -169,29 +183,46 @@ class Broker:
     # -- publishing --------------------------------------------------------------------
 
     async def notify(self, notices: Iterable[Notice]) -> None:
-        """Publish ready-job notifications, each confirmed by the broker (concurrently)."""
-        batch = list(notices)
+        """Publish ready-job notifications, each confirmed by the broker."""
+        await self.publish(
+            Outgoing(
+                n.queue,
+                msgspec.json.encode({"id": n.job_id, "delay_ms": n.delay_ms}),
+                n.priority,
+                n.delay_ms,
+            )
+            for n in notices
+        )
+
+    async def publish(self, items: Iterable[Outgoing]) -> None:
+        """Publish persistent messages to work queues (delayed ones to their bucket) and
+        return once the broker confirmed every one; raise if any is not confirmed."""
+        batch = list(items)
         if not batch:
             return
         deadline = time.monotonic() + self.settings.publish_timeout_s
-        await asyncio.gather(*(self._notify_one(notice, deadline) for notice in batch))
+        await asyncio.gather(*(self._publish_one(item, deadline) for item in batch))
 
-    async def _notify_one(self, notice: Notice, deadline: float) -> None:
-        body = msgspec.json.encode({"id": notice.job_id, "delay_ms": notice.delay_ms})
+    async def _publish_one(self, item: Outgoing, deadline: float) -> None:
         message = aio_pika.Message(
-            body,
+            item.body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=topology.amqp_priority(self.settings, notice.priority),
+            priority=topology.amqp_priority(self.settings, item.priority),
             content_type="application/json",
+            headers=item.headers,
         )
 
         async def route() -> str:
-            await self.declare(notice.queue)
-            if notice.delay_ms > 0:
-                return await self._declare_bucket(notice.queue, topology.bucket_ms(notice.delay_ms))
-            return topology.work_queue(self.settings, notice.queue)
+            return await self._target(item)
 
         await self._publish(route, message, deadline)
+
+    async def _target(self, item: Outgoing) -> str:
+        """The broker queue ``item`` goes to (declared): its work queue or delay bucket."""
+        await self.declare(item.queue)
+        if item.delay_ms > 0:
+            return await self._declare_bucket(item.queue, topology.bucket_ms(item.delay_ms))
+        return topology.work_queue(self.settings, item.queue)
 
     async def bury(self, queue: str, body: bytes) -> None:
         """Publish a dead job's summary to the queue's ``.dead`` broker queue."""
@@ -322,8 +353,80 @@ class Broker:
                 _b.append(Buffered(delivery, next(self._seq), routed))
                 self._arrived.set()
 
-            await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
+            self._tags[queue] = await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
             self._consumers[queue] = amqp_queue
+
+    async def grow_prefetch(self, queues: Sequence[str], prefetch: int) -> None:
+        """Let the consumers of ``queues`` hold at least ``prefetch`` unacked deliveries.
+
+        Store-less claims take jobs from the deliveries themselves, so a claim for more
+        than the current window must widen it. RabbitMQ applies a new ``basic.qos`` to
+        new consumers only: each consumer is cancelled (its deliveries stay ours, and
+        none arrives after the cancel is confirmed) and started again. Only grows."""
+        if self.prefetch is not None and prefetch <= self.prefetch:
+            await self.consume(queues, prefetch)
+            return
+        self.prefetch = prefetch
+        try:
+            for queue in queues:
+                amqp_queue = self._consumers.pop(queue, None)
+                tag = self._tags.pop(queue, None)
+                if amqp_queue is not None and tag is not None:
+                    await amqp_queue.cancel(tag, timeout=_OP_TIMEOUT_S)
+            await self._consume(queues)
+        except _TRANSIENT as exc:
+            raise BackendUnavailable(
+                f"RabbitMQ at {self.settings.redacted}: cannot consume: {exc!r}"
+            ) from exc
+
+    async def ready(self, queue: str) -> int:
+        """Messages of ``queue``'s work queue ready for delivery (not delivered yet).
+
+        Asked on the consumer channel, so any delivery the broker sent before answering
+        has been received by the time this returns."""
+        await self.consume([queue])
+        assert self._consumer is not None
+        declared = await self._consumer.declare_queue(
+            topology.work_queue(self.settings, queue),
+            durable=True,
+            arguments=dict(topology.work_arguments(self.settings, queue)),
+            timeout=_OP_TIMEOUT_S,
+        )
+        result = declared.declaration_result
+        for _ in range(3):  # let the consumer callbacks of those deliveries run
+            await asyncio.sleep(0)
+        return int(result.message_count or 0)
+
+    async def depth(self, name: str, arguments: topology.FieldTable) -> int:
+        """Messages in a broker queue (declared with ``arguments`` if missing)."""
+        await self.connect()
+        return int((await self._declare(name, arguments)).declaration_result.message_count or 0)
+
+    def buckets(self, queue: str) -> list[tuple[str, int]]:
+        """The delay buckets of ``queue`` this process has declared: (name, length)."""
+        prefix = topology.wait_queue(self.settings, queue, 0)[:-1]
+        return [(n, int(n[len(prefix) :])) for n in self._declared if n.startswith(prefix)]
+
+    def consuming(self, queue: str) -> bool:
+        return queue in self._consumers
+
+    def buffered(self, queue: str) -> int:
+        return len(self._buffers.get(queue, ()))
+
+    def take_any(self, queue: str, count: int) -> list[Buffered]:
+        """Up to ``count`` buffered deliveries of ``queue``, oldest first (store-less:
+        every message carries a whole job)."""
+        buffer = self._buffers.get(queue)
+        taken: list[Buffered] = []
+        while buffer and len(taken) < count:
+            taken.append(buffer.popleft())
+        return taken
+
+    async def arrival(self, timeout_s: float) -> None:
+        """Until the next delivery of any queue is buffered, or ``timeout_s``."""
+        self._arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._arrived.wait(), timeout_s)
 
     def mark(self) -> int:
         """A position in the arrival order: deliveries before it are "already here"."""

@@ -5,11 +5,13 @@ Form::
     amqp://USER:PASS@HOST:5672/VHOST?prefix=shigoto&classic=reports,email
         &max_priority=10&publish_timeout=30&store=redis://127.0.0.1:6379/0
 
-* ``store`` (required): the record store, any other backend URL (``redis://…``,
+* ``store``: the record store, any other backend URL (``redis://…``,
   ``rediss://…``, ``sqlite:///…``). It holds job records, state, leases and every
-  read/admin section; RabbitMQ carries the ready-job notifications. Because a store URL
-  has options of its own, ``store=`` takes **the rest of the URL** (put it last), or
-  percent-encode it (``store=redis%3A%2F%2F…``) to put it anywhere.
+  read/admin section; RabbitMQ carries the ready-job notifications. Without it the
+  backend is *store-less* (:mod:`.storeless`): each message carries its whole job, and
+  what needs records (lookup, listing, results, dedup keys, ...) is declared absent.
+  Because a store URL has options of its own, ``store=`` takes **the rest of the
+  URL** (put it last), or percent-encode it (``store=redis%3A%2F%2F…``) to put it anywhere.
 * ``prefix``: namespace of the broker objects (default ``shigoto``): queue ``email``
   is the broker queue ``shigoto.email``, its delay buckets ``shigoto.email.wait.<ms>``
   and its dead letters ``shigoto.email.dead``.
@@ -39,7 +41,8 @@ _OWN = {"store", "prefix", "classic", "max_priority", "publish_timeout", "dead_m
 class AmqpSettings:
     broker_url: str
     """The URL handed to aio-pika (our own options removed)."""
-    store_url: str
+    store_url: str | None
+    """None: store-less (see :mod:`.storeless`)."""
     prefix: str = "shigoto"
     classic: frozenset[str] = field(default_factory=frozenset)
     max_priority: int = 10
@@ -75,13 +78,13 @@ def parse_url(url: str) -> AmqpSettings:
             before = before + after
         store_url = rest
         query = before.rstrip("&")
-    if not store_url:
+    if store_url is not None and not store_url:
         raise ConfigurationError(
-            f"the amqp:// backend needs a record store: add ?store=redis://HOST:6379/0 (or "
-            f"store=sqlite:///jobs.db) to {_redacted(url)!r}. RabbitMQ carries ready jobs; "
-            "job records, state, leases, results and listings live in the store"
+            f"amqp URL option store= is empty in {_redacted(url)!r}: give a backend URL "
+            "(store=redis://HOST:6379/0 or store=sqlite:///jobs.db), or leave store= out "
+            "for a store-less backend"
         )
-    if urlsplit(store_url).scheme.lower() in {"amqp", "amqps"}:
+    if store_url and urlsplit(store_url).scheme.lower() in {"amqp", "amqps"}:
         raise ConfigurationError("the store of an amqp:// backend cannot be amqp:// itself")
     options: dict[str, str] = {}
     passthrough: list[tuple[str, str]] = []

@@ -98,5 +98,7 @@ def bucket_ms(delay_ms: int) -> int:
 
 
 def amqp_priority(settings: AmqpSettings, priority: int) -> int:
-    """A shigoto priority (any int, higher first) clamped to the broker's 0..max range."""
-    return max(0, min(settings.max_priority, priority))
+    """A shigoto priority (any int, higher first, default 0) on the broker's 0..max
+    range, centred: 0 is the middle level, so a negative priority still runs after the
+    default one (max 10: -5..5 keep their order; below and above are clamped)."""
+    return max(0, min(settings.max_priority, priority + settings.max_priority // 2))

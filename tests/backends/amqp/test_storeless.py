@@ -1,0 +1,244 @@
+"""RabbitMQ alone (``amqp://…`` without ``store=``): the message is the job.
+
+Jobs flow (confirmed publishes, delays through TTL buckets, retries with backoff, dead
+jobs in ``<queue>.dead``, a killed worker's jobs redelivered), and everything that needs
+job records is declared absent and refused with an error that says how to get it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import time
+from typing import Any
+
+import aio_pika
+import msgspec
+import pytest
+
+from shigoto import App, JobContext
+from shigoto.backends import open_backend
+from shigoto.backends.amqp import CapabilityAbsent, StorelessBackend
+from shigoto.backends.amqp.settings import parse_url
+from shigoto.backends.amqp.topology import dead_queue, work_queue
+from shigoto.backends.contract import DeadFilter, Lease, NewJob
+from shigoto.job import JobOptions, JobRecord, JobState
+
+from .test_amqp import ready_messages, spawn_worker, until
+
+HINT = r"add \?store=redis://"
+
+
+@pytest.fixture
+async def bare(bare_url: str) -> Any:
+    backend = open_backend(bare_url)
+    assert isinstance(backend, StorelessBackend)
+    await backend.connect()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture
+async def bare_channel(bare_url: str) -> Any:
+    connection = await aio_pika.connect(parse_url(bare_url).broker_url)
+    try:
+        yield await connection.channel()
+    finally:
+        await connection.close()
+
+
+def job(queue: str, job_id: str, **options: Any) -> NewJob:
+    return NewJob(job_id, queue, "task", b'{"n":1}', JobOptions(**options), 1, 1)
+
+
+async def claim(backend: StorelessBackend, queue: str, limit: int = 10) -> list[Any]:
+    return await backend.claim(queue, limit=limit, worker_id="w", lease_ms=30_000, now_ms=1)
+
+
+async def test_store_less_declares_what_needs_records_absent_and_says_how_to_get_it(
+    bare: StorelessBackend, queue_name: str
+) -> None:
+    capabilities = bare.capabilities
+    assert not capabilities.job_records and not capabilities.idempotency
+    assert not capabilities.explicit_time and not capabilities.metrics
+    assert capabilities.routing and capabilities.durable and capabilities.multi_host
+    for call in (
+        bare.get(queue_name, "x"),
+        bare.list_jobs(queue_name, JobState.DEAD),
+        bare.queues(),
+        bare.cancel(queue_name, "x", now_ms=1),
+        bare.set_paused(queue_name, True),
+        bare.list_dead(queue_name, DeadFilter()),
+        bare.register_schedules(["nightly"], now_ms=1),
+        bare.read_metrics(queue_name, resolution="minute", since_ms=0, until_ms=1),
+    ):
+        with pytest.raises(CapabilityAbsent, match=HINT):
+            await call
+    with pytest.raises(CapabilityAbsent, match="dedup key"):
+        await bare.enqueue([msgspec.structs.replace(job(queue_name, "d"), dedup_key="k")], 1)
+
+
+async def test_the_queue_api_refuses_lookups_with_the_same_clear_error(
+    bare_url: str, queue_name: str
+) -> None:
+    app = App(bare_url, audit=False)
+    try:
+        added = await app.queue(queue_name).add("task", {"n": 1})
+        assert added.created
+        with pytest.raises(CapabilityAbsent, match="looking a job up by id"):
+            await app.queue(queue_name).get_job(added.id)
+        with pytest.raises(CapabilityAbsent, match="dedup key"):
+            await app.queue(queue_name).add("task", {"n": 2}, dedup_key="once")
+        assert (await app.queue(queue_name).limits())["rate_limit"] is None
+    finally:
+        await app.close()
+
+
+async def test_the_message_carries_the_job_and_its_attempts_and_release_keeps_them(
+    bare: StorelessBackend, queue_name: str
+) -> None:
+    [done] = await bare.enqueue([job(queue_name, "j1", attempts=3, priority=2)], 1)
+    assert (done.id, done.created, done.state) == ("j1", True, JobState.WAITING)
+    [first] = await claim(bare, queue_name)
+    record = first.record
+    assert (record.id, record.state, record.attempts, record.data) == (
+        "j1",
+        JobState.ACTIVE,
+        1,
+        {"n": 1},
+    )
+    assert record.options.attempts == 3 and record.priority == 2
+    lease = Lease(queue_name, "j1", first.token)
+    assert [s.held for s in await bare.extend([lease], lease_ms=1, now_ms=1)] == [True]
+    assert await bare.release([lease], now_ms=1) == [True]
+    assert [s.held for s in await bare.extend([lease], lease_ms=1, now_ms=1)] == [False]
+    [again] = await claim(bare, queue_name)
+    assert again.record.attempts == 1, "a released attempt is not counted"
+    assert again.token != first.token
+
+
+async def test_retries_wait_in_delay_buckets_and_a_dead_job_lands_whole_in_dead(
+    bare_url: str, bare_channel: aio_pika.abc.AbstractChannel, queue_name: str
+) -> None:
+    app = App(bare_url, audit=False)
+    starts: list[tuple[int, float]] = []
+
+    @app.job(queue=queue_name, attempts=3, backoff=0.2)
+    async def fails(ctx: JobContext) -> None:
+        starts.append((ctx.attempt, time.monotonic()))
+        raise ConnectionError(f"refused on attempt {ctx.attempt}")
+
+    try:
+        added = await fails.enqueue()
+        worker = app.worker([queue_name], 2, burst=True, handle_signals=False, idle_wait_s=0.05)
+        await asyncio.wait_for(worker.run(), 20)
+        assert [a for a, _ in starts] == [1, 2, 3]
+        gaps = [b - a for (_, a), (_, b) in itertools.pairwise(starts)]
+        assert all(gap >= 0.2 - 0.01 for gap in gaps), gaps
+        dead_name = dead_queue(parse_url(bare_url), queue_name)
+        dead_queue_ = await bare_channel.declare_queue(dead_name, passive=True)
+        dead = await dead_queue_.get(timeout=5, fail=False)
+        assert dead is not None
+        await dead.ack()
+        record = msgspec.json.decode(dead.body, type=JobRecord)
+        assert (record.id, record.state, record.reason) == (
+            added.id,
+            JobState.DEAD,
+            "retries_exhausted",
+        )
+        assert record.attempts == 3
+        assert [e.message for e in record.errors] == [f"refused on attempt {n}" for n in (1, 2, 3)]
+    finally:
+        await app.close()
+
+
+async def test_progress_is_refused_but_the_job_still_completes(
+    bare_url: str, queue_name: str
+) -> None:
+    app = App(bare_url, audit=False)
+    seen: list[str] = []
+
+    @app.job(queue=queue_name, attempts=1)
+    async def reports(ctx: JobContext) -> str:
+        try:
+            await ctx.update_progress(50)
+        except CapabilityAbsent as exc:
+            seen.append(str(exc))
+        return "done"
+
+    try:
+        await reports.enqueue()
+        worker = app.worker([queue_name], 1, burst=True, handle_signals=False, idle_wait_s=0.05)
+        await asyncio.wait_for(worker.run(), 20)
+        assert worker.processed == 1
+        assert len(seen) == 1 and "job progress" in seen[0]
+    finally:
+        await app.close()
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_with_sigkill_has_its_jobs_redelivered_and_run(
+    bare_url: str, bare_channel: aio_pika.abc.AbstractChannel, queue_name: str
+) -> None:
+    """No store, no lease expiry: the killed worker's connection closes, RabbitMQ puts
+    its five unacked deliveries back, and a survivor runs them at once."""
+    app = App(bare_url, audit=False)
+    ran: list[tuple[str, int]] = []
+
+    @app.job(queue=queue_name)
+    async def hold(ctx: JobContext, seconds: float) -> None:
+        ran.append((ctx.job_id, ctx.job.stalls))
+
+    name = work_queue(parse_url(bare_url), queue_name)
+    try:
+        added = await app.queue(queue_name).add_bulk(
+            {"name": "hold", "data": {"seconds": 60}} for _ in range(5)
+        )
+        doomed = spawn_worker(bare_url, queue_name)
+        try:
+
+            async def all_taken() -> bool:
+                return await ready_messages(bare_channel, name) == 0
+
+            await until(all_taken, 10, "the doomed worker to take every job")
+            await asyncio.sleep(0.2)
+            os.kill(doomed.pid, signal.SIGKILL)
+            doomed.wait(10)
+        finally:
+            if doomed.poll() is None:
+                doomed.kill()
+                doomed.wait(10)
+
+        async def redelivered() -> bool:
+            return await ready_messages(bare_channel, name) == 5
+
+        await until(redelivered, 10, "the broker to requeue the killed worker's deliveries")
+        survivor = app.worker([queue_name], 5, burst=True, handle_signals=False, idle_wait_s=0.05)
+        took = time.monotonic()
+        await asyncio.wait_for(survivor.run(), 20)
+        assert time.monotonic() - took < 5
+        assert sorted(i for i, _ in ran) == sorted(j.id for j in added)
+        assert all(stalls >= 1 for _, stalls in ran), "redeliveries are reported as stalls"
+    finally:
+        await app.close()
+
+
+async def test_routing_works_without_a_store(bare: StorelessBackend, queue_name: str) -> None:
+    every, paid_only = f"{queue_name}-all", f"{queue_name}-paid"
+    await bare.bind_route(every, "orders.#")
+    await bare.bind_route(paid_only, "orders.*.paid")
+    await bare.route("orders.eu.paid", job("", "o1"))
+    await bare.route("orders.eu.created", job("", "o2"))
+
+    async def ids(queue: str, want: int) -> list[str]:
+        got: list[str] = []
+        deadline = time.monotonic() + 5
+        while len(got) < want and time.monotonic() < deadline:
+            got += [c.record.id for c in await claim(bare, queue)]
+        return sorted(got)
+
+    assert await ids(every, 2) == ["o1", "o2"]
+    assert await ids(paid_only, 1) == ["o1"]
