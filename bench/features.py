@@ -3,6 +3,10 @@ and the audit trail all on (the defaults, plus one ``completed`` listener) vs al
 
     python bench/features.py --url redis://127.0.0.1:6379/0 [--jobs 20000] [--rounds 3]
                              [--concurrency 50] [--loop asyncio|uvloop]
+                             [--only metrics,events,guard,audit,runs]
+
+``--only`` turns on just the listed features in the "on" variant (``audit``: the
+whole trail, ``runs``: only the workers' run entries), to see what each one costs.
 
 Each round runs both variants, in alternating order, in this one process: a bulk
 enqueue (``add_bulk`` of ``--jobs`` no-op jobs, jobs/s) and a burst drain of them by
@@ -21,12 +25,19 @@ import time
 from typing import Any
 
 from shigoto import App, JobContext
+from shigoto.security import AuditSettings
+
+FEATURES = ("metrics", "events", "guard", "audit", "runs")
 
 
 async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, float, float]:
     """(enqueue jobs/s, process jobs/s, process CPU µs/job) of one variant."""
     queue = f"features-{os.urandom(4).hex()}"
-    app = App(args.url, guard=features, audit=features)
+    on = set(args.only) if features else set()
+    audit: AuditSettings | bool = "audit" in on
+    if "runs" in on and "audit" not in on:
+        audit = AuditSettings(enqueues=False)
+    app = App(args.url, guard="guard" in on, audit=audit)
     completed = 0
 
     @app.job(queue=queue, name=f"noop-{queue}", remove_on_complete=True)
@@ -37,7 +48,7 @@ async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, fl
         nonlocal completed
         completed += 1
 
-    if features:
+    if "events" in on:
         app.on("completed", count)
     try:
         await app.backend()
@@ -48,13 +59,13 @@ async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, fl
         )
         enqueue_rate = args.jobs / (time.perf_counter() - started)
         worker = app.worker(
-            [queue], args.concurrency, burst=True, handle_signals=False, metrics=features
+            [queue], args.concurrency, burst=True, handle_signals=False, metrics="metrics" in on
         )
         wall, cpu = time.perf_counter(), time.process_time()
         await worker.run()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         assert worker.processed == args.jobs, worker.processed
-        assert completed == (args.jobs if features else 0), completed
+        assert completed == (args.jobs if "events" in on else 0), completed
         return enqueue_rate, args.jobs / wall, cpu / args.jobs * 1e6
     finally:
         await app.close()
@@ -62,6 +73,7 @@ async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, fl
 
 async def main(args: argparse.Namespace) -> None:
     results: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    print(f"features on: {', '.join(args.only)}; {args.jobs:,} jobs, {args.rounds} rounds")
     for n in range(args.rounds):
         for features in (True, False) if n % 2 == 0 else (False, True):
             outcome = await one_round(args, features)
@@ -94,7 +106,15 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    parser.add_argument(
+        "--only",
+        type=lambda text: [f for f in text.split(",") if f],
+        default=[f for f in FEATURES if f != "runs"],
+        help=f"features of the 'on' variant, comma-separated (default: all of {FEATURES})",
+    )
     parsed = parser.parse_args()
+    if unknown := set(parsed.only) - set(FEATURES):
+        parser.error(f"unknown feature(s) {sorted(unknown)}; known: {FEATURES}")
     if parsed.loop == "uvloop":
         import uvloop
 

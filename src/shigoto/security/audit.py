@@ -251,20 +251,24 @@ class RunRecorder:
         self._task: asyncio.Task[None] | None = None
         self._backend: Backend | None = None
         self._actor = f"worker:{worker_id}"
-        self._tails: dict[str | None, bytes] = {}
-        """Per enqueuing actor: the JSON text that ends every run entry's details
-        (``,"worker_id":...,"for":...}``), encoded once instead of twice per job."""
+        self._details: dict[str | None, tuple[bytes, tuple[bytes, ...], bytes]] = {}
+        """Per enqueuing actor, the run entries' details encoded once instead of twice
+        per job: the text that ends each of them (``,"worker_id":...,"for":...}``), the
+        whole ``job.start`` details of attempts 0 to ``ATTEMPTS_CACHED - 1``, and the
+        whole ``job.end`` details of a completed job."""
 
-    def _tail(self, on_behalf_of: str | None) -> bytes:
-        tail = self._tails.get(on_behalf_of)
-        if tail is None:
-            if len(self._tails) > 1000:
-                self._tails.clear()
-            tail = b',"worker_id":' + _json.encode(self.worker_id)
-            if on_behalf_of:
-                tail += b',"for":' + _json.encode(on_behalf_of)
-            tail = self._tails[on_behalf_of] = tail + b"}"
-        return tail
+    ATTEMPTS_CACHED = 8
+
+    def _details_for(self, on_behalf_of: str | None) -> tuple[bytes, tuple[bytes, ...], bytes]:
+        if len(self._details) > 1000:
+            self._details.clear()
+        tail = b',"worker_id":' + _json.encode(self.worker_id)
+        if on_behalf_of:
+            tail += b',"for":' + _json.encode(on_behalf_of)
+        tail += b"}"
+        starts = tuple(b'{"attempt":%d' % n + tail for n in range(self.ATTEMPTS_CACHED))
+        parts = self._details[on_behalf_of] = (tail, starts, b'{"outcome":"completed"' + tail)
+        return parts
 
     def started(
         self, queue: str, job_id: str, on_behalf_of: str | None, attempt: int, at_ms: int
@@ -272,7 +276,12 @@ class RunRecorder:
         """``job.start`` of an attempt: the same entry as :meth:`note` would make, built
         from pre-encoded parts (this runs for every job a worker starts)."""
         if self.enabled:
-            details = b'{"attempt":%d' % attempt + self._tail(on_behalf_of)
+            tail, starts, _ = self._details.get(on_behalf_of) or self._details_for(on_behalf_of)
+            details = (
+                starts[attempt]
+                if 0 <= attempt < self.ATTEMPTS_CACHED
+                else b'{"attempt":%d' % attempt + tail
+            )
             self._pending.append(
                 AuditEntry(at_ms, self._actor, "job.start", queue, job_id, details)
             )
@@ -280,7 +289,7 @@ class RunRecorder:
     def completed(self, queue: str, job_id: str, on_behalf_of: str | None, at_ms: int) -> None:
         """``job.end`` with outcome ``completed`` (the common end; see :meth:`started`)."""
         if self.enabled:
-            details = b'{"outcome":"completed"' + self._tail(on_behalf_of)
+            details = (self._details.get(on_behalf_of) or self._details_for(on_behalf_of))[2]
             self._pending.append(AuditEntry(at_ms, self._actor, "job.end", queue, job_id, details))
 
     def start(self, backend: Backend) -> None:

@@ -1,0 +1,50 @@
+"""RunRecorder: a worker's job.start / job.end entries, built from pre-encoded parts."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from shigoto import App
+from shigoto.clock import FrozenClock
+from shigoto.security.audit import RunRecorder, details_of
+
+
+@pytest.fixture
+def runs() -> RunRecorder:
+    app = App("redis://127.0.0.1:1/0", clock=FrozenClock(1_000))
+    return RunRecorder(app.audit, "host:1:ab")
+
+
+@pytest.mark.parametrize("actor", ["alice", None, 'odd "actor" \\ é'])
+@pytest.mark.parametrize("attempt", [0, 1, 7, 8, 1234])
+def test_the_fast_entries_equal_the_general_ones(
+    runs: RunRecorder, actor: str | None, attempt: int
+) -> None:
+    runs.started("q", "job-1", actor, attempt, 1_000)
+    runs.completed("q", "job-1", actor, 1_000)
+    runs.note("job.start", "q", "job-1", actor, attempt=attempt)
+    runs.note("job.end", "q", "job-1", actor, outcome="completed")
+
+    fast_start, fast_end, start, end = runs._pending
+    assert fast_start == start and fast_end == end
+    assert details_of(fast_start) == {
+        "attempt": attempt,
+        "worker_id": "host:1:ab",
+        **({"for": actor} if actor else {}),
+    }
+    assert msgspec.json.decode(fast_end.details or b"")["outcome"] == "completed"
+    assert (fast_start.actor, fast_start.action) == ("worker:host:1:ab", "job.start")
+
+
+def test_nothing_is_buffered_when_run_entries_are_off() -> None:
+    from shigoto.security import AuditSettings
+
+    app = App("redis://127.0.0.1:1/0", audit=AuditSettings(runs=False))
+    runs = RunRecorder(app.audit, "w")
+
+    runs.started("q", "job-1", "alice", 1, 1)
+    runs.completed("q", "job-1", "alice", 2)
+    runs.note("job.end", "q", "job-1", "alice", outcome="dead")
+
+    assert runs._pending == []
