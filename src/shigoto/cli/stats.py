@@ -8,6 +8,8 @@ import msgspec
 from rich.table import Table
 
 from ..app import App
+from ..backends import Capabilities, open_backend
+from ..errors import ConfigurationError
 from .render import counts_table, make_console
 from .session import open_app, run, url_option
 
@@ -73,6 +75,10 @@ def stats(
     from . import watch as live
 
     app = open_app(ctx)
+    capabilities = open_backend(app.url).capabilities
+    if not capabilities.job_records:
+        _stats_without_records(app, capabilities, list(queues), as_json, show_metrics or watch)
+        return
     if watch:
         run(app, lambda: live.watch(app, list(queues) or None, iterations=frames))
         return
@@ -108,3 +114,34 @@ def stats(
     for table in (live.slow_table(extra[0]), live.workers_table(extra[2])):
         if table is not None:
             console.print(table)
+
+
+def _stats_without_records(
+    app: App, capabilities: Capabilities, queues: list[str], as_json: bool, live: bool
+) -> None:
+    """A backend that keeps no job records (store-less amqp) cannot list queues, keep
+    metrics or see workers: counts of the named queues only, and a note saying so."""
+    hint = "add ?store=redis://HOST:6379/0 to the URL for job records, metrics and workers"
+    if not queues:
+        raise ConfigurationError(
+            f"the {capabilities.name} backend here keeps no job records, so it cannot list "
+            f"queues: name them with -q QUEUE ({hint})"
+        )
+    if live:
+        raise ConfigurationError(
+            f"--metrics and --watch need stored metrics, which the {capabilities.name} "
+            f"backend here does not keep ({hint})"
+        )
+    counts, paused = run(app, lambda: queue_counts(app, queues))
+    note = (
+        f"{capabilities.name} without a record store: counts are the broker's view "
+        "(waiting = ready messages, delayed = messages in this process's delay buckets, "
+        "dead = messages in <queue>.dead); finished jobs are not kept"
+    )
+    if as_json:
+        data = {name: {**counts[name], "paused": paused[name]} for name in counts}
+        click.echo(msgspec.json.encode({"queues": data, "note": note}).decode())
+        return
+    console = make_console()
+    console.print(counts_table(counts, paused, title=f"queues at {app.url}"))
+    console.print(f"[dim]{note}; {hint}[/]")

@@ -242,3 +242,46 @@ async def test_routing_works_without_a_store(bare: StorelessBackend, queue_name:
 
     assert await ids(every, 2) == ["o1", "o2"]
     assert await ids(paid_only, 1) == ["o1"]
+
+
+def test_the_cli_says_what_is_absent_instead_of_failing(bare_url: str) -> None:
+    from click.testing import CliRunner
+
+    from shigoto.cli.main import cli
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["stats", "--url", bare_url])
+    assert listed.exit_code != 0
+    assert "cannot list queues: name them with -q QUEUE" in listed.output
+    counted = runner.invoke(cli, ["stats", "-q", "emails", "--json", "--url", bare_url])
+    assert counted.exit_code == 0, counted.output
+    data = msgspec.json.decode(counted.output)
+    assert data["queues"]["emails"]["waiting"] == 0
+    assert "without a record store" in data["note"]
+    jobs = runner.invoke(cli, ["jobs", "list", "-q", "emails", "--url", bare_url])
+    assert jobs.exit_code != 0 and "listing jobs by state needs a record store" in jobs.output
+    assert "Traceback" not in jobs.output
+
+
+def test_the_dashboard_says_what_is_absent_instead_of_crashing(bare_url: str) -> None:
+    import warnings
+
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from shigoto.dashboard import create_app
+
+    app = App(bare_url, audit=False)
+    with TestClient(create_app(app, insecure_no_auth=True)) as client:
+        page = client.get("/")
+        assert page.status_code < 500
+        assert "listing queues needs a record store" in page.text
+        assert "?store=redis://" in page.text
+        api = client.get("/api/overview")
+        assert 400 <= api.status_code < 500
+        assert "needs a record store" in api.text
+        assert client.portal is not None
+        client.portal.call(app.close)  # on the client's loop, before it closes
