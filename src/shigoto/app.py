@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from .alerts import Alerts
     from .metrics import QueueMetrics
+    from .routing import Route
     from .worker import Worker
 
 DEFAULT_URL = "sqlite:///shigoto.db"
@@ -273,6 +274,29 @@ class App:
                 queue.rate_limit_key = defaults.pop("rate_limit_key")
             queue.defaults.update(option_overrides(**defaults))
         return queue
+
+    def route(self, routing_key: str) -> Route:
+        """Add jobs by routing key (``amqp://`` only): ``await
+        app.route("orders.eu.created").add("charge", data)`` lands in every queue bound
+        to a matching pattern with :meth:`bind_route`. See :mod:`shigoto.routing`."""
+        from .routing import Route
+
+        return Route(self, routing_key)
+
+    async def bind_route(self, pattern: str, *, queue: str) -> None:
+        """Let jobs routed with a key matching ``pattern`` (``orders.*.created``,
+        ``audit.#``) land in ``queue`` too. Kept by the broker; binding twice is a
+        no-op. ``amqp://`` only (``Capabilities.routing``)."""
+        from .routing import require_routing, validate_pattern
+
+        pattern = validate_pattern(pattern)
+        name = self.queue(queue).name  # validates the queue name
+        backend = require_routing(await self.backend())
+        await backend.bind_route(name, pattern)
+        await self.audit.record("route.bind", queue=name, details={"pattern": pattern})
+
+    def bind_route_sync(self, pattern: str, *, queue: str) -> None:
+        self.portal.call(self.bind_route, pattern, queue=queue)
 
     def worker(
         self,
