@@ -133,3 +133,38 @@ async def test_a_listener_may_unsubscribe_itself_while_the_event_is_emitted() ->
 
 async def test_emitting_with_no_listeners_does_nothing() -> None:
     await EventBus().emit(event(EventType.STALLED))
+
+
+async def test_dispatch_calls_sync_listeners_at_once_and_needs_no_await() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+    bus.on("completed", lambda e: seen.append("a"))
+    bus.on("completed", lambda e: seen.append("b"))
+
+    assert bus.dispatch(event()) is None
+    assert seen == ["a", "b"]
+    assert EventBus().dispatch(event()) is None
+
+
+async def test_dispatch_hands_back_the_rest_after_an_async_listener_in_order() -> None:
+    bus = EventBus()
+    seen: list[str] = []
+
+    async def slow(e: Event) -> None:
+        await asyncio.sleep(0)
+        seen.append("async")
+
+    def broken(e: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    bus.on("completed", lambda e: seen.append("first"))
+    bus.on("completed", slow)
+    bus.on("completed", broken)
+    bus.on("completed", lambda e: seen.append("last"))
+
+    pending = bus.dispatch(event())
+
+    assert seen == ["first"]
+    assert pending is not None
+    await pending
+    assert seen == ["first", "async", "last"]

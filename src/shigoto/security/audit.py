@@ -238,8 +238,10 @@ def details_of(entry: AuditEntry) -> dict[str, Any]:
 
 
 class RunRecorder:
-    """A worker's ``job.start`` / ``job.end`` entries, written in batches by one task so
-    a busy worker pays one append per batch, not two per job. Flushed at shutdown."""
+    """A worker's ``job.start`` / ``job.end`` entries, buffered and written in batches
+    (one append, one stream item on Redis, for up to ``AUDIT_BATCH`` entries) so a busy
+    worker pays one write per batch, not two per job: by a timer every ``FLUSH_S``, by
+    the worker before it stores outcomes (:meth:`flush`), and at shutdown."""
 
     FLUSH_S = 0.2
 
@@ -250,6 +252,7 @@ class RunRecorder:
         self._pending: list[AuditEntry] = []
         self._task: asyncio.Task[None] | None = None
         self._backend: Backend | None = None
+        self._flushing = asyncio.Lock()
         self._actor = f"worker:{worker_id}"
         self._details: dict[str | None, tuple[bytes, tuple[bytes, ...], bytes]] = {}
         """Per enqueuing actor, the run entries' details encoded once instead of twice
@@ -326,14 +329,24 @@ class RunRecorder:
             await self.flush()
 
     async def flush(self) -> None:
-        while self._pending and self._backend is not None:
-            batch = self._pending[:AUDIT_BATCH]
-            try:
-                await self.audit.append(batch, self._backend)
-            except Exception:
-                log.warning("audit: could not write %d run entries; retrying", len(batch))
-                return
-            del self._pending[: len(batch)]
+        """Write every entry buffered so far, oldest first.
+
+        A worker calls it before it acknowledges completions (and before the other
+        finishing transitions), so a crash never loses the entries of a job whose
+        outcome was stored; the timer writes the rest (a long job's ``job.start``).
+        One flush at a time: two would write the same entries twice, or out of order.
+        """
+        if not self._pending or self._backend is None:
+            return
+        async with self._flushing:
+            while self._pending:
+                batch = self._pending[:AUDIT_BATCH]
+                try:
+                    await self.audit.append(batch, self._backend)
+                except Exception:
+                    log.warning("audit: could not write %d run entries; retrying", len(batch))
+                    return
+                del self._pending[: len(batch)]
 
     async def close(self) -> None:
         if self._task is not None:

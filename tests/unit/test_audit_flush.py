@@ -1,0 +1,66 @@
+"""RunRecorder.flush: buffered run entries are written once each, in order, even when
+the worker's acknowledgements and the timer flush at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from shigoto import App
+from shigoto.backends.contract import AuditEntry
+from shigoto.security.audit import RunRecorder
+
+
+class SlowTrail:
+    """Stands in for a backend: records each append after a pause."""
+
+    def __init__(self) -> None:
+        self.appended: list[AuditEntry] = []
+        self.fail = False
+
+    async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise ConnectionError("down")
+        self.appended += entries
+
+    async def audit_prune(self, **_: Any) -> int:
+        return 0
+
+
+def recorder() -> tuple[RunRecorder, SlowTrail]:
+    runs = RunRecorder(App("redis://127.0.0.1:1/0").audit, "w")
+    trail = SlowTrail()
+    runs._backend = trail  # type: ignore[assignment]
+    return runs, trail
+
+
+async def test_concurrent_flushes_write_each_entry_once_in_order() -> None:
+    runs, trail = recorder()
+    for n in range(5):
+        runs.started("q", f"job-{n}", None, 1, n)
+
+    first = asyncio.ensure_future(runs.flush())
+    await asyncio.sleep(0)
+    runs.completed("q", "job-0", None, 9)
+    await asyncio.gather(first, runs.flush(), runs.flush())
+
+    assert [(e.job_id, e.action) for e in trail.appended] == [
+        *((f"job-{n}", "job.start") for n in range(5)),
+        ("job-0", "job.end"),
+    ]
+    assert runs._pending == []
+
+
+async def test_a_failed_write_keeps_the_entries_for_the_next_flush() -> None:
+    runs, trail = recorder()
+    runs.started("q", "job-1", None, 1, 1)
+    trail.fail = True
+
+    await runs.flush()
+
+    assert trail.appended == [] and len(runs._pending) == 1
+    trail.fail = False
+    await runs.flush()
+    assert [e.job_id for e in trail.appended] == ["job-1"]
