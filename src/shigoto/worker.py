@@ -35,9 +35,16 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from .backends import open_backend
-from .backends.contract import Backend, Claimed, Completion, Lease, LeaseStatus
+from .backends.contract import (
+    Backend,
+    Claimed,
+    ClaimsOnWake,
+    Completion,
+    Lease,
+    LeaseStatus,
+)
 from .batches import BatchTracker
-from .clock import to_ms
+from .clock import SystemClock, to_ms
 from .context import JobCancelledError, JobContext, SyncJobContext
 from .errors import ConfigurationError, LeaseLost, RateLimited, ShigotoError
 from .events import Event, EventBus, EventType, Listener
@@ -293,6 +300,8 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         backend = self._require_backend()
+        waker = self._claims_on_wake(backend)
+        after_wait = False  # the next claim rides behind the blocking wait (waker)
         failures = 0
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
@@ -301,15 +310,20 @@ class Worker:
                 await self._until(self._slot.wait(), self._stopping)
                 continue
             try:
-                claimed = await self._claim(backend, free)
+                if after_wait and waker is not None:
+                    claimed = await self._wait_and_claim(waker, free)
+                else:
+                    claimed = await self._claim(backend, free)
             except Exception as exc:
                 failures += 1
+                after_wait = False
                 self._log_outage(exc)
                 await self._until(asyncio.sleep(min(5.0, 0.05 * 2**failures)), self._stopping)
                 continue
             if failures:
                 log.warning("worker %s: backend reachable again", self.id)
                 failures, self._outage_logged = 0, False
+            after_wait = False
             if claimed:
                 await asyncio.sleep(0)  # let the jobs just started run before the next call
                 # Fewer than asked: the queues are drained. A backend with blocking waits
@@ -320,9 +334,44 @@ class Worker:
                     continue
             elif self.settings.burst and not self._running and await self._queues_empty():
                 return
+            if waker is not None:
+                after_wait = True
+                continue
             await self._until(
                 backend.wait_for_work(self.queues, self.settings.idle_wait_s), self._stopping
             )
+
+    def _claims_on_wake(self, backend: Backend) -> ClaimsOnWake | None:
+        """The backend, when its claim can ride behind its blocking wait: one queue
+        (the claim is per queue), the wall clock (such a claim reads the server's
+        time), and not burst mode (which checks for an empty queue between the two)."""
+        if (
+            isinstance(backend, ClaimsOnWake)
+            and len(self.queues) == 1
+            and type(self.app.clock) is SystemClock
+            and not self.settings.burst
+        ):
+            return backend
+        return None
+
+    async def _wait_and_claim(self, waker: ClaimsOnWake, free: int) -> int:
+        task = asyncio.ensure_future(
+            waker.wait_and_claim(
+                self.queues[0],
+                limit=free,
+                worker_id=self.id,
+                lease_ms=self._lease_ms,
+                timeout_s=self.settings.idle_wait_s,
+                clock=self.app.clock.now_ms,
+            )
+        )
+        await self._until(task, self._stopping)
+        if not task.done() or task.cancelled():
+            return 0  # stopping
+        batch = task.result()
+        if batch:
+            self._start(batch)
+        return len(batch)
 
     async def _claim(self, backend: Backend, free: int) -> int:
         total = 0

@@ -24,8 +24,8 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -718,6 +718,31 @@ GROUP_SCAN = 1000
 CONCURRENCY_POLL_MS = 50
 """How long a claim held back by ``max_active`` tells idle workers to wait before trying
 again: finishing a job does not wake other workers, so they look again this often."""
+
+
+@runtime_checkable
+class ClaimsOnWake(Protocol):
+    """Optional: a backend that can claim as part of its blocking wait.
+
+    Waking up and then claiming is two round trips; a backend whose server can run the
+    claim the moment the wait ends (Redis: a script pipelined behind ``BZPOPMIN``)
+    makes it one, which is most of an idle worker's pickup latency. The worker uses it
+    only with the wall clock: such a claim reads the server's time when it runs.
+    """
+
+    async def wait_and_claim(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        worker_id: str,
+        lease_ms: int,
+        timeout_s: float,
+        clock: Callable[[], int],
+    ) -> list[Claimed]:
+        """:meth:`Backend.wait_for_work` on ``queue``, then :meth:`Backend.claim`, with
+        the same guarantees; the claim also runs when the wait times out."""
+        ...
 
 
 class QueueLimits(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -95,7 +95,12 @@ def test_scripts_are_package_data_loaded_with_their_includes_pasted_in() -> None
     for script in SCRIPTS.values():
         assert not re.search(r"^--- @include", script.body, re.M)
         assert "redis.call('KEYS'" not in script.body and "'SCAN'" not in script.body
-        assert "'TIME'" not in script.body, "time comes in as now_ms, never from Redis"
+        if script.name == "claim":
+            # the one exception: a claim pipelined behind a blocking wait (ARGV[6])
+            server_clock = script.body.split("if ARGV[6] then", 1)[1].split("end", 1)[0]
+            assert script.body.count("'TIME'") == 1 and "'TIME'" in server_clock
+        else:
+            assert "'TIME'" not in script.body, "time comes in as now_ms, never from Redis"
 
 
 def test_negative_codes_map_to_exceptions_in_one_place() -> None:

@@ -17,7 +17,9 @@ Why it is built this way:
   wake-up is lost; a claim that leaves jobs behind sets the marker again so the next
   idle worker wakes too. Delayed jobs need no polling: ``claim`` reports the earliest
   due time and the wait ends then at the latest.
-* **Time comes in** as ``now_ms``; scripts never call ``TIME``.
+* **Time comes in** as ``now_ms``; scripts never call ``TIME``, except a claim sent
+  along with a blocking wait (:meth:`RedisBackend.wait_and_claim`): it runs when the
+  wait ends, so it reads Redis' clock (used with the wall clock only).
 
 Exact priority order, proved: the ``wait`` index is a sorted set whose score is
 ``-priority``. Priorities are integers in [-2^31, 2^31 - 1]; every integer of magnitude
@@ -41,8 +43,9 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
+from ...errors import ShigotoError
 from ...job import AttemptError, JobRecord, JobState
 from ..contract import (
     Capabilities,
@@ -56,14 +59,15 @@ from ..contract import (
 )
 from .audit import RedisAudit
 from .batches import RedisBatches
-from .connection import BlockingWaiter, unavailable
+from .connection import NO_SCRIPT, BlockingWaiter, unavailable
 from .dead_letters import RedisDeadLetters
 from .idempotency import RedisIdempotency
 from .job_admin import RedisJobAdmin
 from .metrics import RedisMetrics
-from .plumbing import MAX_BATCH, by_queue, chunks
+from .plumbing import MAX_BATCH, SCRIPTS, by_queue, chunks
 from .rate_limits import RedisRateLimits
 from .records import (
+    QueueKeys,
     decode_record,
     decode_state,
     encode_json,
@@ -72,6 +76,7 @@ from .records import (
     state_of,
 )
 from .schedules import RedisSchedules
+from .scripts import check
 
 _STATE_ORDER = (
     JobState.WAITING,
@@ -149,25 +154,63 @@ class RedisBackend(
         if limit <= 0:
             return []
         keys = queue_keys(self.prefix, queue)
-        reply = await self._run(
-            "claim",
-            (
-                keys.meta,
-                keys.wait,
-                keys.delayed,
-                keys.active,
-                keys.jobs,
-                keys.data,
-                keys.errors,
-                keys.progress,
-                keys.marker,
-                keys.limits,
-                keys.rate,
-                keys.grate,
-                keys.grate_exp,
-            ),
-            (now_ms, min(limit, MAX_BATCH), worker_id, now_ms + lease_ms, os.urandom(6).hex()),
-        )
+        args = (now_ms, min(limit, MAX_BATCH), worker_id, now_ms + lease_ms, os.urandom(6).hex())
+        reply = await self._run("claim", _claim_keys(keys), args)
+        return await self._claimed(queue, reply, worker_id, now_ms)
+
+    async def wait_and_claim(
+        self,
+        queue: str,
+        *,
+        limit: int,
+        worker_id: str,
+        lease_ms: int,
+        timeout_s: float,
+        clock: Callable[[], int],
+    ) -> list[Claimed]:
+        """Wait for work in ``queue`` and claim behind the wait in one round trip.
+
+        The claim is sent with the blocking wait and runs on the server the moment
+        the wait ends (see :meth:`BlockingWaiter.wait_then_eval`), so it reads the
+        time from Redis' clock: only for callers whose ``clock`` is the wall clock.
+        On a cluster, or for a queue held by its limits, it is :meth:`wait_for_work`
+        then :meth:`claim`, as before.
+        """
+        if limit <= 0:
+            return []
+        client = self._client or await self._client_ready()
+        loop_now = asyncio.get_running_loop().time()
+        due_at = self._due_at.get(queue)
+        timeout = timeout_s if due_at is None else min(timeout_s, due_at - loop_now)
+        if (
+            isinstance(client, RedisCluster)
+            or queue in self._held_at
+            or queue in self._capped
+            or timeout <= 0
+        ):
+            await self.wait_for_work([queue], timeout_s)
+            return await self.claim(
+                queue, limit=limit, worker_id=worker_id, lease_ms=lease_ms, now_ms=clock()
+            )
+        keys = queue_keys(self.prefix, queue)
+        args = (0, min(limit, MAX_BATCH), worker_id, 0, os.urandom(6).hex(), lease_ms)
+        script = SCRIPTS["claim"]
+        try:
+            reply = await self._waiter.wait_then_eval(
+                [keys.marker], timeout, script.sha, _claim_keys(keys), args
+            )
+        except ResponseError as exc:
+            raise ShigotoError(f"Redis script claim failed: {exc}") from exc
+        if reply is NO_SCRIPT:  # a restarted server: the usual path re-sends the script
+            return await self.claim(
+                queue, limit=limit, worker_id=worker_id, lease_ms=lease_ms, now_ms=clock()
+            )
+        return await self._claimed(queue, check(script, reply), worker_id, clock())
+
+    async def _claimed(
+        self, queue: str, reply: list[Any], worker_id: str, now_ms: int
+    ) -> list[Claimed]:
+        """The jobs of a claim script's reply; remembers what it says about waiting."""
         next_due, hold_until, capped = reply[0], reply[1], reply[2]
         loop_now = asyncio.get_running_loop().time()
         if next_due >= 0:
@@ -504,3 +547,21 @@ async def _in_rounds(limit: int, one_round: Callable[[int], Awaitable[list[Any]]
         if len(batch) < size:
             break
     return results
+
+
+def _claim_keys(keys: QueueKeys) -> tuple[bytes, ...]:
+    return (
+        keys.meta,
+        keys.wait,
+        keys.delayed,
+        keys.active,
+        keys.jobs,
+        keys.data,
+        keys.errors,
+        keys.progress,
+        keys.marker,
+        keys.limits,
+        keys.rate,
+        keys.grate,
+        keys.grate_exp,
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import BackendUnavailable
@@ -238,6 +238,52 @@ class BlockingWaiter:
             await asyncio.shield(self._drop(node))
             raise
 
+    async def wait_then_eval(
+        self,
+        keys: list[bytes],
+        timeout_s: float,
+        sha: str,
+        script_keys: Sequence[bytes],
+        args: Sequence[Any],
+    ) -> Any:
+        """Block in ``BZPOPMIN`` on ``keys`` (standalone Redis), and run the script
+        ``sha`` on the same connection the moment the wait ends.
+
+        Both commands are sent together: Redis runs the script right after it serves
+        the wait (a client's pipelined commands run as soon as it is unblocked), so the
+        wake-up and what follows it cost one round trip instead of two. The script
+        runs on a timeout too. Returns the script's reply (negative codes included),
+        or :data:`NO_SCRIPT` when the server does not know the script (the caller runs
+        it the usual way, which re-sends it).
+
+        Cancelled mid-wait, the connection is dropped: Redis then discards the script
+        unless the wait had already been served, in which case its effects stand and
+        its reply is lost (a claim's jobs are recovered when their leases expire).
+        """
+        block_s = max(timeout_s, MIN_BLOCK_S)
+        client = self._client(None)
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("BZPOPMIN", *keys, f"{block_s:.3f}")
+        pipe.execute_command("EVALSHA", sha, len(script_keys), *script_keys, *args)
+        try:
+            async with asyncio.timeout(block_s + BLOCK_GRACE_S):
+                _, reply = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+            await self._drop(None)
+            raise unavailable(self._settings, exc) from exc
+        except BaseException:
+            await asyncio.shield(self._drop(None))
+            raise
+        if isinstance(reply, NoScriptError):
+            return NO_SCRIPT
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
     async def close(self) -> None:
         for node in list(self._clients):
             await self._drop(node)
+
+
+NO_SCRIPT: Any = object()
+"""What :meth:`BlockingWaiter.wait_then_eval` returns when Redis lost the script."""

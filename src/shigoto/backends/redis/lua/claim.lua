@@ -27,6 +27,10 @@ KEYS[9] marker    KEYS[10] limits   KEYS[11] rate     KEYS[12] grate
 KEYS[13] grate_exp
 ARGV[1] now_ms    ARGV[2] limit (1..1000)    ARGV[3] worker_id
 ARGV[4] lease_until_ms                       ARGV[5] token prefix (random, per call)
+ARGV[6] (optional) lease_ms: take "now" from Redis' clock instead of ARGV[1], and
+        lease until now + lease_ms. For a claim pipelined behind a blocking wait
+        (RedisBackend.wait_and_claim): it runs when the wait ends, at a time its
+        caller could not know when it sent it.
 
 Returns: {next_due_ms, hold_until_ms, capped, then five entries per claimed job: id,
          state (MessagePack), data, errors JSON or nil, progress or nil}
@@ -57,6 +61,11 @@ if limit == nil or limit < 1 or limit > MAX_CLAIM then
   return -2
 end
 local worker, lease_until, token_prefix = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+if ARGV[6] then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  lease_until = now + tonumber(ARGV[6])
+end
 local meta, wait, delayed, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local jobs, data, errors, progress, marker = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local limits, rate, grate, grate_exp = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
