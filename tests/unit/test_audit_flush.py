@@ -64,3 +64,18 @@ async def test_a_failed_write_keeps_the_entries_for_the_next_flush() -> None:
     trail.fail = False
     await runs.flush()
     assert [e.job_id for e in trail.appended] == ["job-1"]
+
+
+async def test_a_flush_writes_what_was_buffered_when_it_was_called_not_what_came_after() -> None:
+    runs, trail = recorder()
+    runs.started("q", "job-1", None, 1, 1)
+
+    flushing = asyncio.ensure_future(runs.flush())
+    await asyncio.sleep(0)
+    runs.started("q", "job-2", None, 1, 2)  # while the first write is on its way
+    await flushing
+
+    assert [e.job_id for e in trail.appended] == ["job-1"]
+    assert [e.job_id for e in runs._pending] == ["job-2"]
+    await runs.flush()
+    assert [e.job_id for e in trail.appended] == ["job-1", "job-2"]

@@ -253,6 +253,9 @@ class RunRecorder:
         self._task: asyncio.Task[None] | None = None
         self._backend: Backend | None = None
         self._flushing = asyncio.Lock()
+        self._written = 0
+        """Entries written so far (with ``_pending``: a position in the sequence of all
+        entries, which tells a flush where to stop)."""
         self._actor = f"worker:{worker_id}"
         self._details: dict[str | None, tuple[bytes, tuple[bytes, ...], bytes]] = {}
         """Per enqueuing actor, the run entries' details encoded once instead of twice
@@ -329,24 +332,28 @@ class RunRecorder:
             await self.flush()
 
     async def flush(self) -> None:
-        """Write every entry buffered so far, oldest first.
+        """Write the entries buffered before this call, oldest first.
 
-        A worker calls it before it acknowledges completions (and before the other
+        A worker calls it before it stores outcomes (acknowledgements and the other
         finishing transitions), so a crash never loses the entries of a job whose
         outcome was stored; the timer writes the rest (a long job's ``job.start``).
-        One flush at a time: two would write the same entries twice, or out of order.
+        Entries recorded while it writes are left to the next flush: chasing them
+        would keep the caller waiting, and write a small batch per round trip. One
+        flush at a time: two would write the same entries twice, or out of order.
         """
         if not self._pending or self._backend is None:
             return
+        upto = self._written + len(self._pending)
         async with self._flushing:
-            while self._pending:
-                batch = self._pending[:AUDIT_BATCH]
+            while self._written < upto:
+                batch = self._pending[: min(AUDIT_BATCH, upto - self._written)]
                 try:
                     await self.audit.append(batch, self._backend)
                 except Exception:
                     log.warning("audit: could not write %d run entries; retrying", len(batch))
                     return
                 del self._pending[: len(batch)]
+                self._written += len(batch)
 
     async def close(self) -> None:
         if self._task is not None:
