@@ -42,11 +42,12 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+from pamqp import commands as spec
 from pamqp.commands import Basic
 
 from ...errors import BackendUnavailable, ConfigurationError
-from . import topology
+from . import pipeline, topology
 from .settings import AmqpSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ _CONNECT_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 5.0
 _OP_TIMEOUT_S = 10.0
 """One declare, consume or publish confirm; past it the call is retried or reported."""
+_PIPELINE = 1000
+"""Messages per socket write (a bulk chunk of jobs)."""
 _TRANSIENT = (AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError)
 
 
@@ -196,26 +199,110 @@ class Broker:
 
     async def publish(self, items: Iterable[Outgoing]) -> None:
         """Publish persistent messages to work queues (delayed ones to their bucket) and
-        return once the broker confirmed every one; raise if any is not confirmed."""
-        batch = list(items)
-        if not batch:
-            return
-        deadline = time.monotonic() + self.settings.publish_timeout_s
-        await asyncio.gather(*(self._publish_one(item, deadline) for item in batch))
+        return once the broker confirmed every one.
 
-    async def _publish_one(self, item: Outgoing, deadline: float) -> None:
-        message = aio_pika.Message(
-            item.body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=topology.amqp_priority(self.settings, item.priority),
-            content_type="application/json",
-            headers=item.headers,
+        Pipelined (:mod:`.pipeline`): each chunk of messages is one socket write, and
+        the confirms are awaited together. Messages whose confirm did not come (the
+        channel died, no answer in time) are published again, until
+        ``publish_timeout``; then :class:`BackendUnavailable` is raised. A nack raises
+        at once. Never drops silently; a retried message may be stored twice (at least
+        once)."""
+        pending = list(items)
+        deadline = time.monotonic() + self.settings.publish_timeout_s
+        attempt = 0
+        while pending:
+            try:
+                left = max(0.001, deadline - time.monotonic())
+                # bounded: during an outage the robust channel waits for the broker
+                pending = await asyncio.wait_for(self._publish_batch(pending, deadline), left)
+                problem: BaseException | None = None
+            except ConfigurationError:
+                raise
+            except _TRANSIENT as exc:
+                problem = exc
+            if not pending:
+                return
+            attempt += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BackendUnavailable(
+                    f"RabbitMQ at {self.settings.redacted} did not confirm {len(pending)} "
+                    f"publish(es) within publish_timeout={self.settings.publish_timeout_s:g}s"
+                    f": {problem!r}. {self._lost_hint()}"
+                ) from problem
+            if attempt == 1:
+                log.warning(
+                    "publish to RabbitMQ unconfirmed (%r); retrying %d for %.1fs",
+                    problem,
+                    len(pending),
+                    left,
+                )
+            await asyncio.sleep(min(left, 0.05 * 2 ** min(attempt, 6)))
+            await self._wait_connected(deadline)
+
+    def _lost_hint(self) -> str:
+        if self.settings.store_url is None:
+            return "Those jobs may not be stored: add them again (store-less: at least once)"
+        return (
+            "The job is stored in the record store and will still run (workers poll), "
+            "but its wake-up was not delivered"
         )
 
-        async def route() -> str:
-            return await self._target(item)
-
-        await self._publish(route, message, deadline)
+    async def _publish_batch(self, items: list[Outgoing], deadline: float) -> list[Outgoing]:
+        """One pass over ``items``: the ones not confirmed (to publish again)."""
+        await self.connect()
+        targets: dict[tuple[str, int], str] = {}
+        messages: list[tuple[str, bytes, spec.Basic.Properties]] = []
+        for item in items:
+            place = (item.queue, topology.bucket_ms(item.delay_ms) if item.delay_ms > 0 else 0)
+            if place not in targets:
+                targets[place] = await self._target(item)
+            properties = spec.Basic.Properties(
+                delivery_mode=2,
+                priority=topology.amqp_priority(self.settings, item.priority),
+                content_type="application/json",
+                headers=item.headers,
+            )
+            messages.append((targets[place], item.body, properties))
+        assert self._publisher is not None
+        raw = await self._publisher.get_underlay_channel()
+        confirms: list[asyncio.Future[Any]] = []
+        if pipeline.supported(raw):
+            for start in range(0, len(messages), _PIPELINE):
+                try:
+                    confirms += await pipeline.publish(raw, messages[start : start + _PIPELINE])
+                except _TRANSIENT:
+                    break  # this chunk and the rest were not written: published again
+        else:  # another aiormq: concurrent one-by-one publishes, same confirms
+            confirms = [
+                asyncio.ensure_future(
+                    raw.basic_publish(
+                        body, routing_key=key, properties=props, timeout=_OP_TIMEOUT_S
+                    )
+                )
+                for key, body, props in messages
+            ]
+        if confirms:
+            wait_s = max(0.0, min(_OP_TIMEOUT_S, deadline - time.monotonic()))
+            await asyncio.wait(confirms, timeout=wait_s)
+        again: list[Outgoing] = []
+        nacked = 0
+        for position, item in enumerate(items):
+            confirm = confirms[position] if position < len(confirms) else None
+            if confirm is None or not confirm.done() or confirm.cancelled():
+                if confirm is not None:
+                    confirm.cancel()
+                again.append(item)
+            elif isinstance(confirm.exception(), DeliveryError):
+                nacked += 1
+            elif confirm.exception() is not None:
+                again.append(item)
+        if nacked:
+            raise BackendUnavailable(
+                f"RabbitMQ at {self.settings.redacted} refused (nacked) {nacked} of "
+                f"{len(items)} messages. {self._lost_hint()}"
+            )
+        return again
 
     async def _target(self, item: Outgoing) -> str:
         """The broker queue ``item`` goes to (declared): its work queue or delay bucket."""
@@ -255,8 +342,7 @@ class Broker:
                     raise BackendUnavailable(
                         f"RabbitMQ at {self.settings.redacted} did not confirm a publish "
                         f"within publish_timeout={self.settings.publish_timeout_s:g}s: {exc!r}. "
-                        "The job is stored in the record store and will still run "
-                        "(workers poll), but its wake-up was not delivered"
+                        f"{self._lost_hint()}"
                     ) from exc
                 if attempt == 1:
                     log.warning("publish to RabbitMQ failed (%r); retrying for %.1fs", exc, left)
