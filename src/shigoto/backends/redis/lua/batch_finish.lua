@@ -1,7 +1,4 @@
 --[[ batch_finish: finish a sealed batch whose chunks are all final and store its
-follow-up job, exactly once: the `fm` field is the flag, set in the same step that
-stores the job, so of two workers finishing the last two chunks at the same instant
-(or a recovery sweep racing a worker) exactly one gets 1.
 
 KEYS[1] meta      KEYS[2] wait      KEYS[3] delayed   KEYS[4] jobs
 KEYS[5] data      KEYS[6] marker    KEYS[7] dedup     KEYS[8] dedup_check
@@ -9,6 +6,10 @@ KEYS[9] batch     KEYS[10] open
 ARGV[1] batch id  ARGV[2] now_ms    ARGV[3] outcome
 ARGV[4] follow-up job id ("" = no follow-up)
 ARGV[5..11] the follow-up job's seven values, as for enqueue.lua (when ARGV[4] ~= "")
+
+follow-up job, exactly once: the `fm` field is the flag, set in the same step that
+stores the job, so of two workers finishing the last two chunks at the same instant
+(or a recovery sweep racing a worker) exactly one gets 1.
 
 Returns: 1 when the batch was finished now, 0 otherwise (unknown, unsealed, chunks
          pending, or finished before)

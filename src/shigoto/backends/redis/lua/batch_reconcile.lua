@@ -1,10 +1,11 @@
 --[[ batch_reconcile: look at up to `limit` pending chunks' jobs and count those already
-final (a worker died between finishing a chunk and reporting it, or a chunk was
-cancelled or dead-lettered outside a worker). A chunk job no longer stored counts as
-completed (removed by retention).
 
 KEYS[1] batch     KEYS[2] pending   KEYS[3] failed   KEYS[4] jobs (the queue's)
 ARGV[1] now_ms    ARGV[2] limit (1..1000)   ARGV[3] batch id
+
+final (a worker died between finishing a chunk and reporting it, or a chunk was
+cancelled or dead-lettered outside a worker). A chunk job no longer stored counts as
+completed (removed by retention).
 
 Returns: {hash as a flat list, failed indices}, or nil when the batch is unknown
 Errors:  -2  limit outside 1..1000

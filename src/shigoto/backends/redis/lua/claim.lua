@@ -1,5 +1,16 @@
 --[[ claim: lease up to `limit` ready jobs of one queue, best first, within its limits.
 
+KEYS[1] meta      KEYS[2] wait      KEYS[3] delayed   KEYS[4] active
+KEYS[5] jobs      KEYS[6] data      KEYS[7] errors    KEYS[8] progress
+KEYS[9] marker    KEYS[10] limits   KEYS[11] rate     KEYS[12] grate
+KEYS[13] grate_exp
+ARGV[1] now_ms    ARGV[2] limit (1..1000)    ARGV[3] worker_id
+ARGV[4] lease_until_ms                       ARGV[5] token prefix (random, per call)
+ARGV[6] (optional) lease_ms: take "now" from Redis' clock instead of ARGV[1], and
+        lease until now + lease_ms. For a claim pipelined behind a blocking wait
+        (RedisBackend.wait_and_claim): it runs when the wait ends, at a time its
+        caller could not know when it sent it.
+
 Order: priority (higher first), then ready_ms, then enqueue order: exactly the order of
 the `wait` index (see includes/job.lua). Due delayed jobs are promoted first (up to
 max(limit, 1000), so a due high-priority job is never hidden behind earlier-due low
@@ -20,17 +31,6 @@ With gm set, the claim looks at the first 1000 ready jobs, takes one per group i
 which has no group limit), and moves the scanned jobs of a group that is over its
 limit or held to `delayed` until the group's next slot, so one group's backlog never
 hides the others' jobs.
-
-KEYS[1] meta      KEYS[2] wait      KEYS[3] delayed   KEYS[4] active
-KEYS[5] jobs      KEYS[6] data      KEYS[7] errors    KEYS[8] progress
-KEYS[9] marker    KEYS[10] limits   KEYS[11] rate     KEYS[12] grate
-KEYS[13] grate_exp
-ARGV[1] now_ms    ARGV[2] limit (1..1000)    ARGV[3] worker_id
-ARGV[4] lease_until_ms                       ARGV[5] token prefix (random, per call)
-ARGV[6] (optional) lease_ms: take "now" from Redis' clock instead of ARGV[1], and
-        lease until now + lease_ms. For a claim pipelined behind a blocking wait
-        (RedisBackend.wait_and_claim): it runs when the wait ends, at a time its
-        caller could not know when it sent it.
 
 Returns: {next_due_ms, hold_until_ms, capped, then five entries per claimed job: id,
          state (MessagePack), data, errors JSON or nil, progress or nil}

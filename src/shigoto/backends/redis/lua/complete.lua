@@ -1,13 +1,13 @@
 --[[ complete: mark jobs completed with their results, then apply retention.
 
-Each job's remove_on_complete policy (rc/ra in its state) decides: count 0 removes the
-job at once; otherwise the completed index is trimmed to the newest `count` and/or to
-jobs younger than `age` (at most 1000 removals per rule and call).
-
 KEYS[1] active    KEYS[2] completed KEYS[3] jobs      KEYS[4] data
 KEYS[5] errors    KEYS[6] progress  KEYS[7] result
 ARGV[1] now_ms
 ARGV[2..] triples: job id, token, result JSON ("" = no result)
+
+Each job's remove_on_complete policy (rc/ra in its state) decides: count 0 removes the
+job at once; otherwise the completed index is trimmed to the newest `count` and/or to
+jobs younger than `age` (at most 1000 removals per rule and call).
 
 Returns: one integer per job: 1 completed, 0 lease lost (nothing changed for that job).
 Errors:  -2  more than 1000 jobs in one call

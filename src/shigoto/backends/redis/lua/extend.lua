@@ -1,11 +1,11 @@
 --[[ extend: heartbeat; push each held lease to lease_until_ms.
 
-A lease no longer held (expired and recovered, cancelled, removed, finished) is reported
-and not revived.
-
 KEYS[1] active    KEYS[2] jobs
 ARGV[1] lease_until_ms
 ARGV[2..] pairs: job id, token
+
+A lease no longer held (expired and recovered, cancelled, removed, finished) is reported
+and not revived.
 
 Returns: one integer per pair: 0 not held, 1 held, 2 held and cancellation requested.
 Errors:  -2  more than 1000 leases in one call

@@ -1,14 +1,14 @@
 --[[ list_jobs: jobs of one queue in one state, one page.
 
-waiting and delayed are listed in run order; completed, dead and cancelled newest first
-(finished_ms, then enqueue order, descending); active by started_ms, newest first (read
-from at most the 10,000 active jobs of the queue with the earliest lease expiry, which is
-all of them for any realistic number of workers).
-
 KEYS[1] the state's index (wait, delayed, active, completed, dead or cancelled)
 KEYS[2] jobs      KEYS[3] data      KEYS[4] errors    KEYS[5] progress
 KEYS[6] result
 ARGV[1] state name    ARGV[2] offset (>= 0)    ARGV[3] limit (1..1000)
+
+waiting and delayed are listed in run order; completed, dead and cancelled newest first
+(finished_ms, then enqueue order, descending); active by started_ms, newest first (read
+from at most the 10,000 active jobs of the queue with the earliest lease expiry, which is
+all of them for any realistic number of workers).
 
 Returns: a flat array, six entries per job: id, state (MessagePack), data, errors JSON
          or nil, progress or nil, result or nil

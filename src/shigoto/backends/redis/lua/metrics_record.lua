@@ -1,4 +1,10 @@
 --[[ metrics_record: add counters into one queue's metric buckets and lifetime totals
+
+KEYS[1] .. KEYS[n] bucket hashes (and the totals hash) of one queue, all under the
+        queue's hash tag
+ARGV[1] MessagePack list of entries {k, x, f}: k = index into KEYS, x = ms left to live
+        (0: never expires), f = flat list {field, increment, field, increment, ...}
+
 (RedisBackend.record_metrics).
 Every bucket is a hash of "<job name>|<field>" -> integer; each expires at the end of its
 retention (minute buckets 24 h, hour buckets 30 days), which bounds storage. The
@@ -6,11 +12,6 @@ expiry is relative (PEXPIRE): time comes in from the caller's clock, not the ser
 The queue's lifetime totals are a hash of the same layout that never expires (bounded
 by job names x fields): its entry has x = 0, and it is only ever incremented, so the
 counters read from it never go down.
-
-KEYS[1] .. KEYS[n] bucket hashes (and the totals hash) of one queue, all under the
-        queue's hash tag
-ARGV[1] MessagePack list of entries {k, x, f}: k = index into KEYS, x = ms left to live
-        (0: never expires), f = flat list {field, increment, field, increment, ...}
 
 Returns: number of entries applied
 Errors:  -2 more than 1000 entries

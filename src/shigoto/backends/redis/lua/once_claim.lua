@@ -1,12 +1,12 @@
 --[[ once_claim: ask to perform the effect named `key` (ctx.once), scoped to one queue.
 
+KEYS[1] once      KEYS[2] once_exp
+ARGV[1] key       ARGV[2] owner     ARGV[3] lease_ms  ARGV[4] now_ms
+
 A done record whose TTL has not passed answers "done" with its result; an unexpired
 claim by another owner answers "busy" (nothing changes); otherwise (no record, an
 expired one, or a claim by this same owner) the key is claimed by `owner` until
 now_ms + lease_ms. Up to 20 expired records are removed first.
-
-KEYS[1] once      KEYS[2] once_exp
-ARGV[1] key       ARGV[2] owner     ARGV[3] lease_ms  ARGV[4] now_ms
 
 Returns: {"claimed"} | {"done", result or nil} | {"busy", nil, holder, until_ms}
 Errors:  none

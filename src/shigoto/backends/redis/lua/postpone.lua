@@ -1,14 +1,15 @@
 --[[ postpone: give a job back for later without counting its attempt (the handler
-raised RateLimited): delayed until run_at_ms (waiting when that time has come), its
-attempt not counted, the lease void. With hold, the job's group (when the queue has a
-group rate limit) or else the whole queue yields no claims before run_at_ms (claim.lua
-reads `h:<group>` / `hu` of `limits`; a later hold wins). A job whose cancellation was
-requested while it ran ends cancelled instead (reason "cancelled").
 
 KEYS[1] wait      KEYS[2] delayed   KEYS[3] active    KEYS[4] jobs
 KEYS[5] marker    KEYS[6] cancelled KEYS[7] limits
 ARGV[1] job id    ARGV[2] token     ARGV[3] run_at_ms ARGV[4] now_ms
 ARGV[5] hold: "1" or "0"
+
+raised RateLimited): delayed until run_at_ms (waiting when that time has come), its
+attempt not counted, the lease void. With hold, the job's group (when the queue has a
+group rate limit) or else the whole queue yields no claims before run_at_ms (claim.lua
+reads `h:<group>` / `hu` of `limits`; a later hold wins). A job whose cancellation was
+requested while it ran ends cancelled instead (reason "cancelled").
 
 Returns: 1 (now delayed), 2 (now waiting) or 3 (cancelled)
 Errors:  -1  lease lost (no such job, not active, or another token holds it)

@@ -1,14 +1,15 @@
 --[[ recover_stalled: take back up to `limit` active jobs whose lease expired before
+
+KEYS[1] wait      KEYS[2] active    KEYS[3] dead      KEYS[4] jobs
+KEYS[5] errors    KEYS[6] marker
+ARGV[1] now_ms    ARGV[2] limit (1..1000)
+
 now_ms (lease_until_ms < now_ms).
 
 Each one's stalls grows by one; past its max_stalls it goes dead with reason
 "stalled_too_often" (attempts kept), otherwise waiting again in its old place with the
 attempt not counted. A "Stalled" AttemptError is appended either way, and the token is
 void from then on. Retention (remove_on_fail) is not applied, as in the SQLite backend.
-
-KEYS[1] wait      KEYS[2] active    KEYS[3] dead      KEYS[4] jobs
-KEYS[5] errors    KEYS[6] marker
-ARGV[1] now_ms    ARGV[2] limit (1..1000)
 
 Returns: a flat array, two entries per recovered job: id, new state ("waiting"/"dead")
 Errors:  -2  limit outside 1..1000

@@ -1,12 +1,13 @@
 --[[ redrive: move dead jobs back with attempts, stalls, reason, result, progress,
-worker and cancellation flag reset: waiting at ready_ms = now_ms, or delayed until
-run_at_ms when that is later (enqueue order kept). The error history is kept, and
-`note` (who redrove it) is appended when given. Jobs not dead (or missing) are skipped.
 
 KEYS[1] wait      KEYS[2] delayed   KEYS[3] dead      KEYS[4] jobs
 KEYS[5] errors    KEYS[6] progress  KEYS[7] result    KEYS[8] marker
 ARGV[1] now_ms    ARGV[2] run_at_ms ARGV[3] note: an AttemptError as JSON ("" = none)
 ARGV[4..] job ids
+
+worker and cancellation flag reset: waiting at ready_ms = now_ms, or delayed until
+run_at_ms when that is later (enqueue order kept). The error history is kept, and
+`note` (who redrove it) is appended when given. Jobs not dead (or missing) are skipped.
 
 Returns: the ids that moved, in the order given
 Errors:  -2  more than 1000 ids in one call

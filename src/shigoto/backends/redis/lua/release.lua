@@ -1,14 +1,15 @@
 --[[ release: give jobs back unfinished (worker shutdown). Each goes back to waiting in
-its old place (same priority, ready_ms and seq: ahead of everything enqueued after it),
-its attempt not counted; `note` is appended to its history when given. A job whose
-cancellation was requested while it ran ends cancelled instead (reason "cancelled",
-the attempt counted).
 
 KEYS[1] wait      KEYS[2] active    KEYS[3] jobs      KEYS[4] errors
 KEYS[5] marker    KEYS[6] cancelled
 ARGV[1] now_ms
 ARGV[2] note: an AttemptError as JSON ("" = none)
 ARGV[3..] pairs: job id, token
+
+its old place (same priority, ready_ms and seq: ahead of everything enqueued after it),
+its attempt not counted; `note` is appended to its history when given. A job whose
+cancellation was requested while it ran ends cancelled instead (reason "cancelled",
+the attempt counted).
 
 Returns: one integer per pair: 1 released (or cancelled), 0 lease lost (nothing changed
          for that job)

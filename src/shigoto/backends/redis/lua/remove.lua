@@ -1,12 +1,13 @@
 --[[ remove: delete a job in any state but active: its state, data, errors, progress and
-result, and its member of the index of its state, so counts drop at once. An active job
-is refused (its worker holds the lease) and left untouched. A dedup key the job held
-is left to the reaping in includes/store.lua (a removed holder counts as completed).
 
 KEYS[1] wait      KEYS[2] delayed   KEYS[3] completed KEYS[4] dead
 KEYS[5] cancelled KEYS[6] jobs      KEYS[7] data      KEYS[8] errors
 KEYS[9] progress  KEYS[10] result
 ARGV[1] job id    ARGV[2] now_ms (unused: kept so every admin script takes it)
+
+result, and its member of the index of its state, so counts drop at once. An active job
+is refused (its worker holds the lease) and left untouched. A dedup key the job held
+is left to the reaping in includes/store.lua (a removed holder counts as completed).
 
 Returns: 1 when the job was deleted, 0 when it is active or the queue holds no such job
 Errors:  none

@@ -1,12 +1,13 @@
 --[[ set_limits: replace a queue's rate limits and concurrency cap (claim.lua enforces
-them). Holds (hu, h:<group>), the sliding logs and the rotation position are kept, so
-changing a limit neither resets nor skips a window. Wakes blocked workers: a raised
-limit may let them claim at once.
 
 KEYS[1] limits    KEYS[2] marker
 ARGV[1] rate max  ARGV[2] rate period ms   ARGV[3] max active
 ARGV[4] group rate max                     ARGV[5] group rate period ms
         (each a positive integer, or "" for no limit)
+
+them). Holds (hu, h:<group>), the sliding logs and the rotation position are kept, so
+changing a limit neither resets nor skips a window. Wakes blocked workers: a raised
+limit may let them claim at once.
 
 Returns: 1
 Errors:  -3  malformed arguments (not five values, or a value not a positive integer)
