@@ -79,3 +79,40 @@ async def publish(
                 future.cancel()
             raise
     return futures
+
+
+async def ack(deliveries: Sequence[Any]) -> list[bool]:
+    """Ack deliveries with one write per channel, queued for the connection's writer
+    without waiting for the socket to drain (acks have no reply; waiting per ack kept a
+    worker's finished jobs in its prefetch window). Per delivery, False when its channel
+    is closed (the broker requeued it already). An ack lost with the socket after this
+    returns means a redelivery: at least once. Deliveries of an aiormq without the
+    needed internals are acked one by one."""
+    from aiormq.abc import ChannelFrame
+
+    oks = [False] * len(deliveries)
+    by_channel: dict[int, list[int]] = {}
+    for position, delivery in enumerate(deliveries):
+        by_channel.setdefault(id(delivery.channel), []).append(position)
+    for positions in by_channel.values():
+        raw = deliveries[positions[0]].channel
+        if getattr(raw, "is_closed", True):
+            continue
+        if not (hasattr(raw, "write_queue") and hasattr(raw, "number")):
+            for position in positions:
+                try:
+                    await deliveries[position].ack()
+                    oks[position] = True
+                except Exception:  # a lost channel: the broker requeued it
+                    pass
+            continue
+        frames = [spec.Basic.Ack(delivery_tag=deliveries[p].delivery_tag) for p in positions]
+        try:  # not drained: an ack the socket then loses means a redelivery (at least once)
+            await raw.write_queue.put(
+                ChannelFrame.marshall(frames=frames, channel_number=raw.number)
+            )
+        except Exception:
+            continue
+        for position in positions:
+            oks[position] = True
+    return oks

@@ -56,7 +56,7 @@ from ..contract import (
     QueueLimits,
     Recovered,
 )
-from . import topology
+from . import pipeline, topology
 from .broker import Broker, Buffered, Outgoing
 from .sections import AbsentSections, absent
 from .settings import AmqpSettings, parse_url
@@ -208,11 +208,9 @@ class StorelessBackend(AbsentSections):
     async def complete(self, items: Sequence[Completion], now_ms: int) -> list[bool]:
         """Ack each job's delivery; the result is not kept (no store). False where the
         lease was lost (unknown token, or its channel died: the broker redelivers)."""
-        oks = []
-        for item in items:
-            held = self._release_token(item.lease.token)
-            oks.append(held is not None and await _settle(held.item.delivery, ack=True))
-        return oks
+        found = [self._release_token(item.lease.token) for item in items]
+        acked = iter(await pipeline.ack([h.item.delivery for h in found if h is not None]))
+        return [h is not None and next(acked) for h in found]
 
     async def retry(
         self, lease: Lease, *, run_at_ms: int, error: AttemptError, now_ms: int
