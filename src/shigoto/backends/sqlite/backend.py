@@ -4,7 +4,12 @@ Why it is built this way:
 
 * **One thread per backend instance** owns the connection (sqlite3 objects are not
   shareable across threads); coroutines hand work to it, so a slow disk or a lock held
-  by another process never blocks the event loop.
+  by another process never blocks the event loop. Calls made together travel to it
+  together, and their writes share one transaction (``connection.py``).
+* **The hot path is per batch, not per job**: a claim is one ``UPDATE … RETURNING``;
+  completions and bulk enqueues are one ``executemany`` each, whose per-row answers
+  stay exact (a short row count redoes the batch row by row); lease tokens name their
+  row (``<seq>.<random>``) so completions find it by rowid.
 * **WAL + ``BEGIN IMMEDIATE``**: readers never block the writer, and a transition takes
   the write lock up front instead of failing half-way on upgrade. Several processes
   share one file; ``busy_timeout`` makes them queue for the lock.
@@ -26,7 +31,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +52,7 @@ from ..contract import (
 )
 from .audit import SqliteAudit
 from .batches import SqliteBatches
+from .connection import SerialConnection
 from .dead_letters import SqliteDeadLetters
 from .idempotency import SqliteIdempotency, dedup_holder, take_dedup_key
 from .job_admin import JobAdminMixin
@@ -177,8 +182,7 @@ class SqliteBackend(
                     f"unknown SQLite URL option {key}={value!r}; known: poll=SECONDS, "
                     "synchronous=NORMAL|FULL"
                 )
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._connection = SerialConnection(self.path, self._open)
         self._held_at: dict[str, float] = {}
         """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
         self._capped: set[str] = set()
@@ -188,41 +192,29 @@ class SqliteBackend(
     # -- plumbing ----------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._conn is None:
-            await self.connect()
-        assert self._executor is not None
-        conn = self._conn
-        assert conn is not None
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+        """Run ``fn`` on the connection's thread, outside a write transaction."""
+        return await self._connection.call(fn, write=False)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` inside one ``BEGIN IMMEDIATE`` transaction."""
-
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                out = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return out
-
-        return await self._run(tx)
+        """Run ``fn`` atomically in a ``BEGIN IMMEDIATE`` transaction (connection.py:
+        possibly shared with other writes submitted at the same time, each in its own
+        savepoint)."""
+        return await self._connection.call(fn, write=True)
 
     async def connect(self) -> None:
-        if self._conn is not None:
-            return
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="shigoto-sqlite")
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, self._open)
+        if not self._connection.is_open:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            await self._connection.open()
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 30000")
         _enable_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # Statement and savepoint journals (every multi-row UPDATE, and each call of a
+        # group commit, see connection.py) in memory rather than in temporary files:
+        # without it a claim could open, write and close a file per transaction.
+        conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -239,11 +231,7 @@ class SqliteBackend(
         return conn
 
     async def close(self) -> None:
-        conn, executor = self._conn, self._executor
-        self._conn = self._executor = None
-        if conn is not None and executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-            executor.shutdown(wait=False)
+        await self._connection.close()
 
     # -- producing ---------------------------------------------------------------------
 
@@ -380,27 +368,25 @@ class SqliteBackend(
 
     async def complete(self, items: Sequence[Completion], now_ms: int) -> list[bool]:
         def tx(conn: sqlite3.Connection) -> list[bool]:
-            out: list[bool] = []
+            out = [False] * len(items)
             trims: dict[tuple[str, Retention], None] = {}
-            for item in items:
+            updates: list[tuple[int, tuple[Any, ...]]] = []
+            removes: list[tuple[int, tuple[Any, ...]]] = []
+            for i, item in enumerate(items):
                 lease = item.lease
-                params: dict[str, Any] = {
-                    "queue": lease.queue,
-                    "id": lease.job_id,
-                    "token": lease.token,
-                }
                 policy = item.retention  # the worker's copy saves a SELECT per job
-                if policy is None:
-                    options = _job_options(conn, lease)
-                    policy = None if options is None else options.remove_on_complete
-                if policy is not None and policy.removes_immediately:
-                    ok = conn.execute(SQL["complete_and_remove"], params).rowcount == 1
+                seq = _token_seq(lease.token)
+                if policy is None or seq is None:
+                    out[i] = _complete_one(conn, item, now_ms, trims)
+                elif policy.removes_immediately:
+                    removes.append((i, (seq, lease.token, lease.queue, lease.job_id)))
                 else:
-                    params.update(result=item.result, now=now_ms)
-                    ok = conn.execute(SQL["complete"], params).rowcount == 1
-                    if ok and policy is not None and not policy.keeps_all:
+                    key = (seq, lease.token, lease.queue, lease.job_id)
+                    updates.append((i, (item.result, now_ms, *key)))
+                    if not policy.keeps_all:
                         trims[(lease.queue, policy)] = None
-                out.append(ok)
+            _run_many(conn, SQL["complete_many"], updates, out)
+            _run_many(conn, SQL["complete_and_remove_many"], removes, out)
             for queue, policy in trims:
                 _trim(conn, queue, JobState.COMPLETED, policy, now_ms)
             return out
@@ -626,6 +612,53 @@ def _statements(script: str) -> Iterable[str]:
 
 
 def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
+    """Store ``jobs``: the common bulk case (no dedup keys, no id already taken) in one
+    ``executemany``; anything else, or a chunk where some row was not inserted, one
+    job at a time (the chunk's inserts undone first), which answers each job exactly."""
+    if any(job.dedup_key is not None for job in jobs):
+        return _enqueue_each(conn, jobs=jobs, now_ms=now_ms)
+    for queue in {job.queue for job in jobs}:
+        conn.execute(SQL["register_queue"], (queue,))
+    encoded: dict[int, bytes] = {}  # the jobs of one add_bulk share one options object
+    rows = []
+    states = []
+    for job in jobs:
+        options = job.options
+        raw = encoded.get(id(options))
+        if raw is None:
+            raw = encoded[id(options)] = _encoder.encode(options)
+        state = JobState.DELAYED if job.ready_ms > now_ms else JobState.WAITING
+        states.append(state)
+        rows.append(
+            (
+                job.id,
+                job.queue,
+                job.name,
+                job.payload,
+                raw,
+                state.value,
+                options.priority,
+                job.created_ms,
+                max(job.ready_ms, job.created_ms),
+                options.max_stalls,
+                job.group,
+            )
+        )
+    conn.execute("SAVEPOINT enqueue_many")
+    if conn.executemany(SQL["enqueue_many"], rows).rowcount == len(rows):
+        conn.execute("RELEASE enqueue_many")
+        return [
+            Enqueued(id=job.id, created=True, state=state)
+            for job, state in zip(jobs, states, strict=True)
+        ]
+    conn.execute("ROLLBACK TO enqueue_many")
+    conn.execute("RELEASE enqueue_many")
+    return _enqueue_each(conn, jobs=jobs, now_ms=now_ms)
+
+
+def _enqueue_each(
+    conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int
+) -> list[Enqueued]:
     out: list[Enqueued] = []
     seen_queues: set[str] = set()
     for job in jobs:
@@ -661,6 +694,60 @@ def _enqueue(conn: sqlite3.Connection, *, jobs: Sequence[NewJob], now_ms: int) -
             take_dedup_key(conn, job, now_ms)
         out.append(Enqueued(id=job.id, created=created, state=state))
     return out
+
+
+def _token_seq(token: str) -> int | None:
+    """The row a lease's token names (``<seq>.<random>``, see ``-- claim --``); None for
+    a token in another form (claimed before tokens named their row)."""
+    seq, dot, _ = token.partition(".")
+    return int(seq) if dot and seq.isdigit() else None
+
+
+def _complete_one(
+    conn: sqlite3.Connection,
+    item: Completion,
+    now_ms: int,
+    trims: dict[tuple[str, Retention], None],
+) -> bool:
+    """``complete`` of one lease by (queue, id, token), reading the job's retention
+    when the caller did not pass it."""
+    lease = item.lease
+    params: dict[str, Any] = {"queue": lease.queue, "id": lease.job_id, "token": lease.token}
+    policy = item.retention
+    if policy is None:
+        options = _job_options(conn, lease)
+        policy = None if options is None else options.remove_on_complete
+    if policy is not None and policy.removes_immediately:
+        return bool(conn.execute(SQL["complete_and_remove"], params).rowcount == 1)
+    params.update(result=item.result, now=now_ms)
+    ok = conn.execute(SQL["complete"], params).rowcount == 1
+    if ok and policy is not None and not policy.keeps_all:
+        trims[(lease.queue, policy)] = None
+    return ok
+
+
+def _run_many(
+    conn: sqlite3.Connection, sql: str, rows: list[tuple[int, tuple[Any, ...]]], out: list[bool]
+) -> None:
+    """Run a fenced statement that changes at most one row per parameter tuple for all
+    ``rows`` (``(index in out, parameters)``) in one ``executemany``, and set
+    ``out[index]`` to whether that row changed.
+
+    ``executemany`` only reports the total: when it is less than ``len(rows)`` (a lost
+    lease, or the same lease twice), the batch is undone and every row run alone, so
+    each answer stays exact. That costs one more pass, only when a lease was lost."""
+    if not rows:
+        return
+    conn.execute("SAVEPOINT many")
+    if conn.executemany(sql, [params for _, params in rows]).rowcount == len(rows):
+        conn.execute("RELEASE many")
+        for i, _ in rows:
+            out[i] = True
+        return
+    conn.execute("ROLLBACK TO many")
+    conn.execute("RELEASE many")
+    for i, params in rows:
+        out[i] = conn.execute(sql, params).rowcount == 1
 
 
 def _job_options(conn: sqlite3.Connection, lease: Lease) -> JobOptions | None:
@@ -738,29 +825,38 @@ def _bury_corrupt(
     )
 
 
+_STATES = {state.value: state for state in JobState}
+
+
 def _record(row: Sequence[Any]) -> JobRecord:
+    """A ``JobRecord`` from the ``{columns}`` of a row (positional: the columns are in
+    the record's field order). Claims decode 50 of these per call on the connection's
+    thread, so the common values skip the decoders: a known state by dict lookup, an
+    empty error history without JSON."""
+    state = _STATES.get(row[5]) or JobState(row[5])
+    errors = row[17]
     return JobRecord(
-        id=row[0],
-        queue=row[1],
-        name=row[2],
-        payload=row[3],
-        options=_decode_options(row[4]),
-        state=JobState(row[5]),
-        priority=row[6],
-        created_ms=row[7],
-        ready_ms=row[8],
-        attempts=row[9],
-        stalls=row[10],
-        started_ms=row[11],
-        finished_ms=row[12],
-        worker_id=row[13],
-        lease_until_ms=row[14],
-        progress=row[15],
-        result=row[16],
-        errors=_errors_decoder.decode(row[17]),
-        reason=row[18],
-        cancel_requested=bool(row[19]),
-        group=row[20],
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        _decode_options(row[4]),
+        state,
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        [] if errors == "[]" else _errors_decoder.decode(errors),
+        row[18],
+        bool(row[19]),
+        row[20],
     )
 
 

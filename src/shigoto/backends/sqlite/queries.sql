@@ -50,6 +50,14 @@ VALUES (:id, :queue, :name, :payload, :options, :state, :priority, :created_ms, 
         :max_stalls, :grp)
 ON CONFLICT (queue, id) DO NOTHING;
 
+-- enqueue_many --
+-- enqueue in one executemany: (id, queue, name, payload, options, state, priority,
+-- created_ms, ready_ms, max_stalls, grp).
+INSERT INTO jobs (id, queue, name, payload, options, state, priority, created_ms, ready_ms,
+                  max_stalls, grp)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (queue, id) DO NOTHING;
+
 -- register_queue --
 INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING;
 
@@ -66,8 +74,11 @@ WHERE seq IN (SELECT seq FROM jobs
 SELECT paused FROM queues WHERE name = ?;
 
 -- claim --
+-- The token is "<seq>.<16 random hex digits>": unguessable as before, and it names the
+-- row, so the finishing transitions that take many leases at once (complete_many) find
+-- it by rowid instead of through the (queue, id) index.
 UPDATE jobs
-SET state = 'active', token = lower(hex(randomblob(8))), worker_id = :worker,
+SET state = 'active', token = seq || '.' || lower(hex(randomblob(8))), worker_id = :worker,
     lease_until_ms = :lease_until, started_ms = :now, attempts = attempts + 1
 WHERE seq IN (SELECT seq FROM jobs
               WHERE queue = :queue AND state = 'waiting'
@@ -91,6 +102,16 @@ WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
 
 -- complete_and_remove --
 DELETE FROM jobs WHERE queue = :queue AND id = :id AND token = :token AND state = 'active';
+
+-- complete_many --
+-- complete for many leases in one executemany: (result, now, seq, token, queue, id).
+UPDATE jobs
+SET state = 'completed', result = ?, finished_ms = ?, token = NULL, lease_until_ms = NULL
+WHERE seq = ? AND token = ? AND queue = ? AND id = ? AND state = 'active';
+
+-- complete_and_remove_many --
+-- complete_and_remove for many leases in one executemany: (seq, token, queue, id).
+DELETE FROM jobs WHERE seq = ? AND token = ? AND queue = ? AND id = ? AND state = 'active';
 
 -- trim_by_count --
 DELETE FROM jobs

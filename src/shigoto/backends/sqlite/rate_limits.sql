@@ -93,8 +93,9 @@ UPDATE jobs SET state = 'delayed', ready_ms = :until
 WHERE state = 'waiting' AND seq IN (SELECT value FROM json_each(:seqs));
 
 -- claim_seqs --
+-- Tokens as in claim (queries.sql).
 UPDATE jobs
-SET state = 'active', token = lower(hex(randomblob(8))), worker_id = :worker,
+SET state = 'active', token = seq || '.' || lower(hex(randomblob(8))), worker_id = :worker,
     lease_until_ms = :lease_until, started_ms = :now, attempts = attempts + 1
 WHERE state = 'waiting' AND seq IN (SELECT value FROM json_each(:seqs))
 RETURNING {columns}, token;
