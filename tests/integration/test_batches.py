@@ -315,7 +315,11 @@ APP = textwrap.dedent(
             if any(batches.chunk_of(job_id) for _, job_id, _ in finished):
                 os._exit(9)  # the completion is stored; the report never happens
 
+        async def no_sweep(self, backend, queue):
+            pass  # nor does its own sweep count the chunk: only the healthy worker's does
+
         batches.BatchTracker.report = die
+        batches.BatchTracker.sweep = no_sweep
 
     async def main() -> None:
         concurrency = int(os.environ.get("B_CONCURRENCY", "2"))
