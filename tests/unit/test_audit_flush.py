@@ -79,3 +79,35 @@ async def test_a_flush_writes_what_was_buffered_when_it_was_called_not_what_came
     assert [e.job_id for e in runs._pending] == ["job-2"]
     await runs.flush()
     assert [e.job_id for e in trail.appended] == ["job-1", "job-2"]
+
+
+async def test_run_entries_share_a_local_file_s_connection_but_not_a_server_s(
+    monkeypatch: Any,
+) -> None:
+    from shigoto.backends.contract import Capabilities
+
+    opened: list[str] = []
+
+    class Local(SlowTrail):
+        capabilities = Capabilities(name="sqlite", multi_host=False)
+
+        async def close(self) -> None:
+            opened.append("closed")
+
+    class Server(Local):
+        capabilities = Capabilities(name="redis", multi_host=True)
+
+    def open_backend(url: str) -> Server:
+        opened.append(url)
+        return Server()
+
+    monkeypatch.setattr("shigoto.backends.open_backend", open_backend)
+    for worker_backend, owned in ((Local(), False), (Server(), True)):
+        runs = RunRecorder(App("redis://127.0.0.1:1/0").audit, "w")
+        runs.start(worker_backend)  # type: ignore[arg-type]
+        assert (runs._backend is worker_backend) is not owned
+        await runs.close()
+
+    # one connection of its own for the server, closed with the recorder; the shared
+    # one is left to its owner
+    assert opened == ["redis://127.0.0.1:1/0", "closed"]

@@ -252,6 +252,8 @@ class RunRecorder:
         self._pending: list[AuditEntry] = []
         self._task: asyncio.Task[None] | None = None
         self._backend: Backend | None = None
+        self._owned = False
+        """Whether ``_backend`` was opened here (and is closed here)."""
         self._flushing = asyncio.Lock()
         self._written = 0
         """Entries written so far (with ``_pending``: a position in the sequence of all
@@ -299,13 +301,18 @@ class RunRecorder:
             self._pending.append(AuditEntry(at_ms, self._actor, "job.end", queue, job_id, details))
 
     def start(self, backend: Backend) -> None:
-        """Start the flush task. Entries are written through a connection of their own
-        (not ``backend``'s), so audit writes never queue in front of the worker's
-        claims and acknowledgements."""
+        """Start the flush task. On a server (``multi_host``: Redis), entries are written
+        through a connection of their own, so audit writes never queue in front of the
+        worker's claims and acknowledgements. On a local file (SQLite) they share the
+        worker's ``backend``: a second connection would only wait for the same write
+        lock, while sharing lets them join the worker's group commits."""
         if self.enabled:
-            from ..backends import open_backend
+            if backend.capabilities.multi_host:
+                from ..backends import open_backend
 
-            self._backend = open_backend(self.audit.app.url)
+                self._backend, self._owned = open_backend(self.audit.app.url), True
+            else:
+                self._backend, self._owned = backend, False
             self._task = asyncio.create_task(self._loop(), name="shigoto-audit")
 
     def note(
@@ -364,7 +371,7 @@ class RunRecorder:
             await self.flush()
         except Exception:
             log.exception("audit: run entries lost at shutdown")
-        if self._backend is not None:
+        if self._backend is not None and self._owned:
             await self._backend.close()
 
 

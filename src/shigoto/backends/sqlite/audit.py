@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from msgspec.structs import astuple
+
 from ...errors import ConfigurationError
 from ..contract import AUDIT_BATCH, AuditEntry, AuditFilter, AuditPage
 
@@ -40,17 +42,7 @@ class SqliteAudit:
     async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
         if len(entries) > AUDIT_BATCH:
             raise ConfigurationError(f"at most {AUDIT_BATCH} audit entries per call")
-        rows = [
-            {
-                "at_ms": e.at_ms,
-                "actor": e.actor,
-                "action": e.action,
-                "queue": e.queue,
-                "job_id": e.job_id,
-                "details": e.details,
-            }
-            for e in entries
-        ]
+        rows = [astuple(e) for e in entries]  # at_ms, actor, action, queue, job_id, details
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(_sql("audit_append"), rows)

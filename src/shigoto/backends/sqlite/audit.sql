@@ -17,8 +17,10 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 
 -- audit_append --
+-- Positional: each row is an AuditEntry as a tuple (msgspec.structs.astuple, in field
+-- order), built in C instead of a dict per entry.
 INSERT INTO audit (at_ms, actor, action, queue, job_id, details)
-VALUES (:at_ms, :actor, :action, :queue, :job_id, :details);
+VALUES (?, ?, ?, ?, ?, ?);
 
 -- audit_query --
 -- Newest first within the seq range [floor, before); every filter is optional (NULL
