@@ -203,7 +203,7 @@ class StorelessBackend(AbsentSections):
     async def update_progress(self, lease: Lease, progress: bytes) -> None:
         if lease.token not in self._held:
             raise LeaseLost(f"job {lease.job_id}: lease lost, progress not stored")
-        raise absent("job progress (ctx.progress)")
+        raise absent("job progress (ctx.update_progress)")
 
     async def complete(self, items: Sequence[Completion], now_ms: int) -> list[bool]:
         """Ack each job's delivery; the result is not kept (no store). False where the
