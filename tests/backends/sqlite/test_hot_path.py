@@ -212,3 +212,29 @@ async def test_a_bulk_enqueue_answers_each_job_exactly(backend: SqliteBackend) -
     fresh = [NewJob(f"k{i}", QUEUE, "noop", b"{}", JobOptions(), NOW, NOW) for i in range(3)]
     assert all(e.created for e in await backend.enqueue(fresh, NOW))
     assert (await backend.counts(QUEUE))[JobState.WAITING] == 5
+
+
+async def test_a_job_stores_only_the_options_that_differ_from_the_frozen_base(
+    backend: SqliteBackend,
+) -> None:
+    """Options are stored as their difference from ``OPTIONS_BASE`` and read back whole;
+    rows written before (every field present) read the same."""
+    options = JobOptions(attempts=5, actor="alice", remove_on_complete=Retention(count=10))
+    await _add(backend, 1, options)
+    raw = await backend._run(lambda c: c.execute("SELECT options FROM jobs").fetchone()[0])
+    assert msgspec.json.decode(raw) == {
+        "attempts": 5,
+        "actor": "alice",
+        "remove_on_complete": {"count": 10, "age_s": None},
+    }
+    full = msgspec.json.encode(options)
+    await backend._write(lambda c: c.execute("UPDATE jobs SET options = ?", (full,)))
+    [claimed] = await backend.claim(QUEUE, limit=1, worker_id="w", lease_ms=1000, now_ms=NOW)
+    assert claimed.record.options == options
+
+
+def test_the_options_base_is_today_s_defaults() -> None:
+    """The base was ``JobOptions()`` when it was frozen; if the defaults move, the base
+    must not (stored jobs keep their options): change this test, not the base."""
+    assert msgspec.to_builtins(JobOptions()) == sqlite_backend.OPTIONS_BASE
+    assert sqlite_backend._decode_options(b"{}") == JobOptions()
