@@ -285,3 +285,28 @@ def test_the_dashboard_says_what_is_absent_instead_of_crashing(bare_url: str) ->
         assert "needs a record store" in api.text
         assert client.portal is not None
         client.portal.call(app.close)  # on the client's loop, before it closes
+
+
+async def test_a_nacked_publish_raises_at_once_and_is_not_published_again(
+    bare: StorelessBackend, bare_channel: aio_pika.abc.AbstractChannel, queue_name: str
+) -> None:
+    """Pipelined publishing keeps a confirm per message: a queue that refuses messages
+    (full, ``reject-publish``) nacks them, and the caller gets an error, not a drop."""
+    from shigoto.backends.amqp.broker import Nacked, Outgoing
+
+    full = f"{bare.settings.prefix}.{queue_name}.full"
+    await bare_channel.declare_queue(
+        full,
+        durable=True,
+        arguments={"x-max-length": 1, "x-overflow": "reject-publish", "x-expires": 60_000},
+    )
+
+    async def into_full(item: Outgoing) -> str:
+        return full
+
+    bare.broker._target = into_full  # type: ignore[method-assign]
+    started = time.monotonic()
+    with pytest.raises(Nacked, match="refused"):
+        await bare.broker.publish(Outgoing(queue_name, b"{}") for _ in range(3))
+    assert time.monotonic() - started < 5, "a nack is not retried until publish_timeout"
+    assert await ready_messages(bare_channel, full) == 1

@@ -73,6 +73,10 @@ class Notice:
     """> 0: park it in a delay bucket first."""
 
 
+class Nacked(BackendUnavailable):
+    """RabbitMQ refused messages (``basic.nack``): raised at once, never retried."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One persistent message for a shigoto queue's work queue (or, with ``delay_ms``,
@@ -216,8 +220,8 @@ class Broker:
                 # bounded: during an outage the robust channel waits for the broker
                 pending = await asyncio.wait_for(self._publish_batch(pending, deadline), left)
                 problem: BaseException | None = None
-            except ConfigurationError:
-                raise
+            except (ConfigurationError, Nacked):
+                raise  # a nack is the broker's answer: publishing again would not help
             except _TRANSIENT as exc:
                 problem = exc
             if not pending:
@@ -228,7 +232,7 @@ class Broker:
                 raise BackendUnavailable(
                     f"RabbitMQ at {self.settings.redacted} did not confirm {len(pending)} "
                     f"publish(es) within publish_timeout={self.settings.publish_timeout_s:g}s"
-                    f": {problem!r}. {self._lost_hint()}"
+                    f": {problem or 'no confirm in time'!r}. {self._lost_hint()}"
                 ) from problem
             if attempt == 1:
                 log.warning(
@@ -298,7 +302,7 @@ class Broker:
             elif confirm.exception() is not None:
                 again.append(item)
         if nacked:
-            raise BackendUnavailable(
+            raise Nacked(
                 f"RabbitMQ at {self.settings.redacted} refused (nacked) {nacked} of "
                 f"{len(items)} messages. {self._lost_hint()}"
             )
