@@ -372,6 +372,7 @@ class SqliteBackend(
             trims: dict[tuple[str, Retention], None] = {}
             updates: list[tuple[int, tuple[Any, ...]]] = []
             removes: list[tuple[int, tuple[Any, ...]]] = []
+            trimmed: list[tuple[int, Retention]] = []  # kept jobs whose queue is trimmed
             for i, item in enumerate(items):
                 lease = item.lease
                 policy = item.retention  # the worker's copy saves a SELECT per job
@@ -384,9 +385,12 @@ class SqliteBackend(
                     key = (seq, lease.token, lease.queue, lease.job_id)
                     updates.append((i, (item.result, now_ms, *key)))
                     if not policy.keeps_all:
-                        trims[(lease.queue, policy)] = None
+                        trimmed.append((i, policy))
             _run_many(conn, SQL["complete_many"], updates, out)
             _run_many(conn, SQL["complete_and_remove_many"], removes, out)
+            for i, policy in trimmed:
+                if out[i]:
+                    trims[(items[i].lease.queue, policy)] = None
             for queue, policy in trims:
                 _trim(conn, queue, JobState.COMPLETED, policy, now_ms)
             return out
