@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -310,3 +311,40 @@ async def test_a_nacked_publish_raises_at_once_and_is_not_published_again(
         await bare.broker.publish(Outgoing(queue_name, b"{}") for _ in range(3))
     assert time.monotonic() - started < 5, "a nack is not retried until publish_timeout"
     assert await ready_messages(bare_channel, full) == 1
+
+
+@pytest.mark.slow
+async def test_three_store_less_worker_processes_share_one_queue_and_run_each_job_once(
+    bare_url: str, queue_name: str, tmp_path: Any
+) -> None:
+    """Prefetch = concurrency: no process hoards the queue, and without crashes every
+    job runs exactly once (each run is logged to a file: there are no stored results)."""
+    app = App(bare_url, audit=False)
+    total = 300
+    log = tmp_path / "runs.log"
+    workers = [spawn_worker(bare_url, queue_name) for _ in range(3)]
+    try:
+        added = await app.queue(queue_name).add_bulk(
+            {"name": "mark", "data": {"n": n, "seconds": 0.02, "log": str(log)}}
+            for n in range(total)
+        )
+
+        async def all_ran() -> bool:
+            return log.exists() and len(log.read_text().splitlines()) >= total
+
+        await until(all_ran, 60, "three store-less workers to run every job")
+        await asyncio.sleep(0.3)  # a duplicate run would show up by now
+        runs = [line.split() for line in log.read_text().splitlines()]
+        assert sorted(job_id for job_id, _ in runs) == sorted(j.id for j in added)
+        pids = {int(pid) for _, pid in runs}
+        assert pids == {w.pid for w in workers}, "every worker process took a share"
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        await app.close()

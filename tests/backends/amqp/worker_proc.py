@@ -28,8 +28,11 @@ async def main() -> None:
         await asyncio.sleep(seconds)
 
     @app.job(queue=args.queue)
-    async def mark(ctx: JobContext, n: int, seconds: float = 0.0) -> int:
+    async def mark(ctx: JobContext, n: int, seconds: float = 0.0, log: str = "") -> int:
         await asyncio.sleep(seconds)
+        if log:  # store-less runs keep no results: each run appends "job_id pid" here
+            with open(log, "a") as out:
+                out.write(f"{ctx.job_id} {os.getpid()}\n")
         return os.getpid()
 
     worker = app.worker(
