@@ -64,9 +64,7 @@ async def test_a_job_added_during_the_wait_is_claimed_by_it(
         assert now - 2_000 < record.lease_until_ms - LEASE_MS <= now + 1_000
 
 
-async def test_a_job_already_waiting_is_claimed_at_once(
-    rb: RedisBackend, queue_name: str
-) -> None:
+async def test_a_job_already_waiting_is_claimed_at_once(rb: RedisBackend, queue_name: str) -> None:
     await rb.enqueue([job(queue_name, "a"), job(queue_name, "b")], int(time.time() * 1000))
     started = time.monotonic()
     assert await wait_and_claim(rb, queue_name) == ["a", "b"]
