@@ -77,6 +77,10 @@ _COMPLETED, _FAILED, _SLOW, _RUN_MS, _WAIT_MS = (
 )
 _RUN_0, _WAIT_0 = _INDEX["run_0"], _INDEX["wait_0"]
 _bucket = bisect.bisect_left
+_SMALL = 1024
+_SMALL_BUCKETS = bytes(_bucket(BOUNDS_MS, ms) for ms in range(_SMALL))
+"""The bucket of each duration under ``_SMALL`` ms (most jobs and waits), read in one
+index instead of a bisect call."""
 
 
 # -- recording (in the worker) -----------------------------------------------------------
@@ -128,9 +132,9 @@ class MetricsRecorder:
         wait = started_ms - record.ready_ms
         if wait < 0:
             wait = 0
-        values[_RUN_0 + _bucket(BOUNDS_MS, run)] += 1
+        values[_RUN_0 + (_SMALL_BUCKETS[run] if run < _SMALL else _bucket(BOUNDS_MS, run))] += 1
         values[_RUN_MS] += run
-        values[_WAIT_0 + _bucket(BOUNDS_MS, wait)] += 1
+        values[_WAIT_0 + (_SMALL_BUCKETS[wait] if wait < _SMALL else _bucket(BOUNDS_MS, wait))] += 1
         values[_WAIT_MS] += wait
         if target is not None and run > target:
             values[_SLOW] += 1
