@@ -851,11 +851,13 @@ class Worker:
         )
 
     async def _emit_raw(self, event: Event) -> None:
-        # a bus without listeners for this kind is skipped (no coroutine per job)
-        if self.app.events.has_listeners(event.type):
-            await self.app.events.emit(event)
-        if self.events.has_listeners(event.type):
-            await self.events.emit(event)
+        # a bus without listeners for this kind is skipped, and sync listeners cost no
+        # coroutine (dispatch): this runs for every job someone listens to
+        for bus in (self.app.events, self.events):
+            if bus.has_listeners(event.type):
+                pending = bus.dispatch(event)
+                if pending is not None:
+                    await pending
 
     def _log_outage(self, exc: BaseException) -> None:
         if not self._outage_logged:
