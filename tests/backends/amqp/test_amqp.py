@@ -134,9 +134,19 @@ async def _true(value: bool) -> bool:
     return value
 
 
-def spawn_worker(url: str, queue: str, *, lease_s: float = 2.0) -> subprocess.Popen[str]:
+def spawn_worker(
+    url: str, queue: str, *, lease_s: float = 2.0, concurrency: int = 10, grace_s: float = 30.0
+) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "worker_proc.py"), url, queue, "--lease-s", str(lease_s)],
+        [
+            sys.executable,
+            str(HERE / "worker_proc.py"),
+            url,
+            queue,
+            f"--lease-s={lease_s}",
+            f"--concurrency={concurrency}",
+            f"--grace-s={grace_s}",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,8 +1,9 @@
 """RabbitMQ alone (``amqp://…`` without ``store=``): the message is the job.
 
 Jobs flow (confirmed publishes, delays through TTL buckets, retries with backoff, dead
-jobs in ``<queue>.dead``, a killed worker's jobs redelivered), and everything that needs
-job records is declared absent and refused with an error that says how to get it."""
+jobs in ``<queue>.dead``, a killed worker's jobs redelivered and counted as stalls up to
+``max_stalls``), and everything that needs job records is declared absent and refused
+with an error that says how to get it."""
 
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ async def test_the_message_carries_the_job_and_its_attempts_and_release_keeps_th
     assert [s.held for s in await bare.extend([lease], lease_ms=1, now_ms=1)] == [False]
     [again] = await claim(bare, queue_name)
     assert again.record.attempts == 1, "a released attempt is not counted"
+    assert again.record.stalls == 0, "nor is it a stall: released, not redelivered"
     assert again.token != first.token
 
 
@@ -225,6 +227,184 @@ async def test_a_worker_killed_with_sigkill_has_its_jobs_redelivered_and_run(
         assert all(stalls >= 1 for _, stalls in ran), "redeliveries are reported as stalls"
     finally:
         await app.close()
+
+
+async def claim_some(backend: StorelessBackend, queue: str, want: int) -> list[Any]:
+    """Claim until ``want`` jobs are held (a job queued again arrives asynchronously)."""
+    got: list[Any] = []
+    deadline = time.monotonic() + 5
+    while len(got) < want and time.monotonic() < deadline:
+        got += await claim(backend, queue, want - len(got))
+    return got
+
+
+async def hold_then_die(url: str, queue: str) -> Any:
+    """Claim a job on a connection of its own, then drop the connection unacked — what
+    a killed worker's connection does (its deliveries come back, marked redelivered)."""
+    holder = open_backend(url)
+    assert isinstance(holder, StorelessBackend)
+    await holder.connect()
+    try:
+        [claimed] = await claim_some(holder, queue, 1)
+    finally:
+        await holder.close()
+    return claimed
+
+
+async def dead_records(channel: aio_pika.abc.AbstractChannel, url: str, queue: str) -> list[Any]:
+    dead = await channel.declare_queue(dead_queue(parse_url(url), queue), passive=True)
+    records = []
+    while (message := await dead.get(timeout=5, fail=False)) is not None:
+        await message.ack()
+        records.append(msgspec.json.decode(message.body, type=JobRecord))
+    return records
+
+
+async def test_a_redelivered_job_counts_as_a_stall_and_goes_dead_past_max_stalls(
+    bare: StorelessBackend,
+    bare_url: str,
+    bare_channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+) -> None:
+    """Its holder's channel closed before the ack: the next claim counts a stall and
+    queues the job again with the count in its header; the second stall is one more
+    than max_stalls=1, so the job is published to .dead (reason stalled_too_often)."""
+    await bare.enqueue([job(queue_name, "s1", max_stalls=1, attempts=5)], 1)
+    first = (await hold_then_die(bare_url, queue_name)).record
+    assert (first.id, first.stalls, first.attempts, first.errors) == ("s1", 0, 1, [])
+    record = (await hold_then_die(bare_url, queue_name)).record
+    assert (record.id, record.stalls, record.attempts) == ("s1", 1, 1), "not an attempt"
+    assert [e.error_type for e in record.errors] == ["Stalled"]
+    assert "stopped mid-run" in record.errors[0].message
+
+    async def redelivered() -> bool:
+        return await ready_messages(bare_channel, work_queue(bare.settings, queue_name)) == 1
+
+    await until(redelivered, 5, "the broker to requeue the dropped delivery")
+    assert await claim(bare, queue_name, 1) == [], "buried, not run"
+    [dead] = await dead_records(bare_channel, bare_url, queue_name)
+    assert (dead.id, dead.state, dead.reason, dead.stalls, dead.attempts) == (
+        "s1",
+        JobState.DEAD,
+        "stalled_too_often",
+        2,
+        1,
+    )
+    assert [e.error_type for e in dead.errors] == ["Stalled", "Stalled"]
+    assert await ready_messages(bare_channel, work_queue(parse_url(bare_url), queue_name)) == 0
+
+
+async def test_closing_gives_buffered_jobs_back_without_counting_a_stall(
+    bare: StorelessBackend,
+    bare_url: str,
+    bare_channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+) -> None:
+    """Deliveries a consumer buffered but never started are published again unchanged
+    at close, not requeued (a requeue is marked redelivered): with max_stalls=0 a
+    single counted stall would send them to .dead."""
+    await bare.enqueue([job(queue_name, f"b{n}", max_stalls=0) for n in range(3)], 1)
+    other = open_backend(bare_url)
+    assert isinstance(other, StorelessBackend)
+    await other.connect()
+    try:
+        await other.broker.consume([queue_name], prefetch=5)
+
+        async def all_buffered() -> bool:
+            return other.broker.buffered(queue_name) == 3
+
+        await until(all_buffered, 5, "the other consumer to buffer the three jobs")
+    finally:
+        await other.close()
+    taken = await claim_some(bare, queue_name, 3)
+    assert sorted(c.record.id for c in taken) == ["b0", "b1", "b2"]
+    assert all(c.record.stalls == 0 and c.record.attempts == 1 for c in taken)
+    assert await dead_records(bare_channel, bare_url, queue_name) == []
+
+
+@pytest.mark.slow
+async def test_a_job_that_kills_its_worker_every_time_ends_dead_as_stalled(
+    bare_url: str, bare_channel: aio_pika.abc.AbstractChannel, queue_name: str, tmp_path: Any
+) -> None:
+    """Real processes, real SIGKILLs: the handler kills its own worker. With
+    max_stalls=1 it runs twice (the second run counted as stall 1), and the third
+    delivery goes to .dead with reason stalled_too_often; a normal job alongside
+    completes, and the last worker lives on."""
+    app = App(bare_url, audit=False)
+    runs = tmp_path / "runs.log"
+    workers = [spawn_worker(bare_url, queue_name, concurrency=1) for _ in range(3)]
+    try:
+        [normal] = await app.queue(queue_name).add_bulk(
+            [{"name": "mark", "data": {"n": 1, "log": str(runs)}}]
+        )
+        killer = await app.queue(queue_name).add(
+            "suicide", {"log": str(runs), "seconds": 0.1}, max_stalls=1
+        )
+
+        async def buried() -> bool:
+            return (
+                await ready_messages(bare_channel, dead_queue(parse_url(bare_url), queue_name)) > 0
+            )
+
+        await until(buried, 20, "the job that kills its worker to go dead")
+        [dead] = await dead_records(bare_channel, bare_url, queue_name)
+        assert (dead.id, dead.reason, dead.stalls) == (killer.id, "stalled_too_often", 2)
+        assert [e.error_type for e in dead.errors] == ["Stalled", "Stalled"]
+        lines = [line.split() for line in runs.read_text().splitlines()]
+        assert [line[0] for line in lines if line[0] == killer.id] == [killer.id] * 2
+        stalls_seen = [int(line[3]) for line in lines if line[0] == killer.id]
+        assert stalls_seen == [0, 1], "the second run knew it was stall 1"
+        assert [line[0] for line in lines if line[0] == normal.id] == [normal.id]
+        alive = [w for w in workers if w.poll() is None]
+        assert len(alive) == 1 and all(
+            w.returncode == -signal.SIGKILL for w in workers if w not in alive
+        )
+        assert await ready_messages(bare_channel, work_queue(parse_url(bare_url), queue_name)) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(10)
+        await app.close()
+
+
+@pytest.mark.slow
+async def test_a_gracefully_stopped_worker_gives_its_job_back_uncounted(
+    bare: StorelessBackend,
+    bare_url: str,
+    bare_channel: aio_pika.abc.AbstractChannel,
+    queue_name: str,
+) -> None:
+    """SIGTERM with no grace: the running job is released (published again unchanged,
+    then acked), so even with max_stalls=0 it is not a stall and waits for the next
+    worker."""
+    app = App(bare_url, audit=False)
+    name = work_queue(parse_url(bare_url), queue_name)
+    worker = spawn_worker(bare_url, queue_name, concurrency=1, grace_s=0)
+    try:
+        added = await app.queue(queue_name).add("hold", {"seconds": 60}, max_stalls=0)
+
+        async def taken() -> bool:
+            return await ready_messages(bare_channel, name) == 0
+
+        await until(taken, 10, "the worker to take the job")
+        await asyncio.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        await app.close()
+    [back] = await claim_some(bare, queue_name, 1)
+    assert (back.record.id, back.record.stalls, back.record.attempts) == (added.id, 0, 1)
+    assert back.record.errors == []
+    assert await dead_records(bare_channel, bare_url, queue_name) == []
 
 
 async def test_routing_works_without_a_store(bare: StorelessBackend, queue_name: str) -> None:

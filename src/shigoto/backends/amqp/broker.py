@@ -87,6 +87,9 @@ class Outgoing:
     priority: int = 0
     delay_ms: int = 0
     headers: dict[str, Any] | None = None
+    amqp_priority: int | None = None
+    """The broker priority as it was delivered (overrides ``priority``): a message given
+    back unchanged keeps its level."""
 
 
 @dataclass(slots=True)
@@ -263,7 +266,11 @@ class Broker:
                 targets[place] = await self._target(item)
             properties = spec.Basic.Properties(
                 delivery_mode=2,
-                priority=topology.amqp_priority(self.settings, item.priority),
+                priority=(
+                    item.amqp_priority
+                    if item.amqp_priority is not None
+                    else topology.amqp_priority(self.settings, item.priority)
+                ),
                 content_type="application/json",
                 headers=item.headers,
             )
@@ -469,6 +476,19 @@ class Broker:
                 f"RabbitMQ at {self.settings.redacted}: cannot consume: {exc!r}"
             ) from exc
 
+    async def stop_consuming(self) -> list[tuple[str, Buffered]]:
+        """Cancel every consumer and hand over the deliveries buffered but not taken,
+        as ``(queue, delivery)`` (none arrives after a cancel is confirmed), so the
+        caller can give them back before the channel closes."""
+        for queue, amqp_queue in list(self._consumers.items()):
+            tag = self._tags.pop(queue, None)
+            if tag is not None:
+                await amqp_queue.cancel(tag, timeout=_OP_TIMEOUT_S)
+        self._consumers.clear()
+        taken = [(queue, item) for queue, buffer in self._buffers.items() for item in buffer]
+        self._buffers.clear()
+        return taken
+
     async def ready(self, queue: str) -> int:
         """Messages of ``queue``'s work queue ready for delivery (not delivered yet).
 
@@ -496,6 +516,11 @@ class Broker:
         """The delay buckets of ``queue`` this process has declared: (name, length)."""
         prefix = topology.wait_queue(self.settings, queue, 0)[:-1]
         return [(n, int(n[len(prefix) :])) for n in self._declared if n.startswith(prefix)]
+
+    def connected(self) -> bool:
+        """Is the connection up right now (not closed, not reconnecting)?"""
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
 
     def consuming(self, queue: str) -> bool:
         return queue in self._consumers

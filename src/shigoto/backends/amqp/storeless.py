@@ -3,16 +3,25 @@
 Why it is built this way:
 
 * **The message carries the job.** Its body is the encoded :class:`JobRecord` (msgspec
-  JSON); the attempts made so far ride in the ``x-shigoto-attempts`` header, so giving
-  a job back (``release``) requeues the very same message with its count intact. There
-  is no other copy anywhere: a job is exactly as durable as a persistent, confirmed
-  message on a quorum (or classic) queue.
+  JSON); the attempts made so far ride in the ``x-shigoto-attempts`` header and the
+  times it was found stalled in ``x-shigoto-stalls``. There is no other copy anywhere:
+  a job is exactly as durable as a persistent, confirmed message on a quorum (or
+  classic) queue.
 * **The delivery is the lease.** A claim takes buffered deliveries and keeps them
   unacked while the jobs run; finishing acks them. A worker killed with SIGKILL drops
   its connection and RabbitMQ redelivers its jobs to another worker — there is no
-  lease expiry to wait for, and no stall recovery to run (``recover_stalled`` finds
-  nothing). Delivery is therefore *at least once*: a job whose worker dies after its
-  handler ran but before the ack runs again.
+  lease expiry to wait for (``recover_stalled`` finds nothing). Delivery is therefore
+  *at least once*: a job whose worker dies after its handler ran but before the ack
+  runs again.
+* **A redelivery is a stall.** RabbitMQ marks a message it delivers again
+  (``redelivered``; quorum queues also count ``x-delivery-count``) after its holder
+  died or lost its channel without acking it. The claim that receives such a message
+  does not run it: it counts the stall and either publishes the job to ``<queue>.dead``
+  (reason ``stalled_too_often``, past ``max_stalls``) or publishes it again, unmarked,
+  with the new count in its header — confirmed, then the redelivered copy is acked, so
+  the count survives the next death and the job is never lost in between. Giving a job
+  back on purpose must therefore never requeue (the broker would mark it): ``release``
+  and ``close`` publish the message again unchanged and ack the delivery instead.
 * **Retries and delays without a clock of ours.** A retry publishes the next attempt
   (the error appended to the record, the header counting the attempt) to the delay
   bucket of its backoff, then acks the current delivery; dead jobs are published, whole,
@@ -56,22 +65,31 @@ from ..contract import (
     QueueLimits,
     Recovered,
 )
-from . import pipeline, topology
+from . import messages, pipeline, topology
 from .broker import Broker, Buffered, Outgoing
+from .messages import (
+    ATTEMPTS_HEADER,
+    STALLS_HEADER,
+    channel_closed,
+    encoder,
+    job_message,
+    next_state,
+    redelivered,
+    settle,
+)
 from .sections import AbsentSections, absent
 from .settings import AmqpSettings, parse_url
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS_HEADER = "x-shigoto-attempts"
-"""Attempts made before this message was published (a claim makes it one more)."""
 _SETTLE_S = 0.25
 """How long a claim waits for deliveries the broker says are ready but that have not
 reached this consumer yet (a claim right after an enqueue must see the job)."""
+_CLOSE_S = 5.0
+"""Bound on giving buffered deliveries back at close (a broker in trouble)."""
 _TRANSIT_S = 1.0
 """How long after its due time a delayed message of ours still counts as delayed in
 ``counts`` (the broker moves it from its bucket to the work queue meanwhile)."""
-_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(JobRecord)
 _job_decoder = msgspec.json.Decoder(NewJob)
 
@@ -117,8 +135,8 @@ class StorelessBackend(AbsentSections):
         self.broker = Broker(self.settings)
         self._held: dict[str, _Held] = {}
         self._returning: dict[str, int] = {}
-        """Deliveries of a queue requeued by ``release`` and not claimed since: the
-        broker puts them back asynchronously, so the next claim waits for them too."""
+        """Jobs of a queue given back (``release``) or queued again after a stall, and
+        not claimed since: they arrive asynchronously, so the next claim waits for them."""
         self._due: dict[str, list[float]] = {}
         """Monotonic due times of the delayed messages this instance published, so
         ``counts`` still sees one while the broker moves it from its bucket into the work
@@ -129,9 +147,26 @@ class StorelessBackend(AbsentSections):
         await self.broker.connect()
 
     async def close(self) -> None:
+        """Give the buffered, unclaimed deliveries back uncounted (see
+        :meth:`_give_back`), then close. Deliveries still held (jobs running: a worker
+        releases its jobs before closing) return with the channel, as stalls."""
         for token in self._held:
             _LIVE.pop(token, None)
-        self._held.clear()  # closing the channel returns them to the queue
+        self._held.clear()
+        if self.broker.connected():
+            try:
+                buffered = await asyncio.wait_for(self.broker.stop_consuming(), _CLOSE_S)
+                fresh = [(q, b.delivery) for q, b in buffered if not redelivered(b.delivery)]
+                for _, item in buffered:  # already marked: keep the mark for the next claim
+                    if redelivered(item.delivery):
+                        await settle(item.delivery, ack=False)
+                await asyncio.wait_for(self._give_back(fresh), _CLOSE_S)
+            except Exception as exc:  # a timeout too
+                log.warning(
+                    "giving buffered jobs back on close failed (%r): the broker requeues "
+                    "them with the channel, marked redelivered (each counts as a stall)",
+                    exc,
+                )
         await self.broker.close()
 
     # -- producing ---------------------------------------------------------------------
@@ -147,7 +182,7 @@ class StorelessBackend(AbsentSections):
         for job in jobs:
             delay_ms = max(0, job.ready_ms - now_ms)
             state = JobState.DELAYED if delay_ms else JobState.WAITING
-            items.append(_outgoing(_record_of(job, state), delay_ms, 0))
+            items.append(job_message(_record_of(job, state), delay_ms, 0, 0))
             out.append(Enqueued(job.id, True, state))
         await self.broker.publish(items)
         self._note_delays(items)
@@ -174,8 +209,13 @@ class StorelessBackend(AbsentSections):
             taken += self.broker.take_any(queue, limit - len(taken))
         claimed: list[Claimed] = []
         for item in taken:
+            if channel_closed(item.delivery):
+                continue  # a lost channel's delivery: the broker has requeued it already
             record = await self._decode(queue, item)
             if record is None:
+                continue
+            if redelivered(item.delivery):
+                await self._stalled(queue, item, record, now_ms)
                 continue
             token = uuid.uuid4().hex
             record = msgspec.structs.replace(
@@ -188,6 +228,10 @@ class StorelessBackend(AbsentSections):
             self._held[token] = _Held(item, record)
             _LIVE[token] = item.delivery
             claimed.append(Claimed(record, token))
+        # What one claim takes runs in the contract's order (priority, then ready time;
+        # broker order for ties): a job given back or queued again after a stall is
+        # published behind later jobs, and still comes first among those taken with it.
+        claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
         return claimed
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
@@ -220,8 +264,8 @@ class StorelessBackend(AbsentSections):
         held = self._take(lease)
         delay_ms = max(0, run_at_ms - now_ms)
         state = JobState.DELAYED if delay_ms else JobState.WAITING
-        record = _next(held.record, state, run_at_ms, [*held.record.errors, error])
-        outgoing = _outgoing(record, delay_ms, held.record.attempts)
+        record = next_state(held.record, state, run_at_ms, [*held.record.errors, error])
+        outgoing = job_message(record, delay_ms, held.record.attempts, held.record.stalls)
         try:
             await self.broker.publish([outgoing])
         except BaseException:
@@ -237,13 +281,13 @@ class StorelessBackend(AbsentSections):
         held = self._take(lease)
         errors = [*held.record.errors, *([error] if error is not None else [])]
         record = msgspec.structs.replace(
-            _next(held.record, JobState.DEAD, held.record.ready_ms, errors),
+            next_state(held.record, JobState.DEAD, held.record.ready_ms, errors),
             attempts=held.record.attempts,
             reason=reason,
             finished_ms=now_ms,
         )
         try:
-            await self.broker.bury(lease.queue, _encoder.encode(record))
+            await self.broker.bury(lease.queue, encoder.encode(record))
         except BaseException:
             self._restore(lease.token, held)
             raise
@@ -252,15 +296,17 @@ class StorelessBackend(AbsentSections):
     async def release(
         self, leases: Sequence[Lease], *, now_ms: int, note: AttemptError | None = None
     ) -> list[bool]:
-        """Requeue each delivery as it is (attempts unchanged; ``note`` is not kept)."""
-        oks = []
+        """Give each job back as it was delivered, attempts and stalls not counted
+        (``note`` is not kept): its message is published again unchanged, confirmed,
+        then the delivery is acked (:meth:`_give_back`). False where the lease was lost
+        (unknown token, or its channel died: the broker has requeued it)."""
+        found: list[_Held | None] = []
         for lease in leases:
             held = self._release_token(lease.token)
-            ok = held is not None and await _settle(held.item.delivery, ack=False)
-            if ok:
-                self._returning[lease.queue] = self._returning.get(lease.queue, 0) + 1
-            oks.append(ok)
-        return oks
+            live = held is not None and not channel_closed(held.item.delivery)
+            found.append(held if live else None)
+        given = iter(await self._give_back([(h.record.queue, h.item.delivery) for h in found if h]))
+        return [h is not None and next(given) for h in found]
 
     async def promote_due(self, queue: str, *, now_ms: int, limit: int) -> int:
         return 0  # delay buckets dead-letter due jobs into the work queue themselves
@@ -382,13 +428,27 @@ class StorelessBackend(AbsentSections):
         Raises ``ConfigurationError`` when no queue is bound to the key."""
         if job.dedup_key is not None:
             raise absent("a dedup key")
-        await self.broker.route(routing_key, _encoder.encode(job), job.priority)
+        await self.broker.route(routing_key, encoder.encode(job), job.priority)
 
     # -- plumbing ----------------------------------------------------------------------
 
+    async def _stalled(self, queue: str, item: Buffered, record: JobRecord, now_ms: int) -> None:
+        """Count a redelivered job's stall (:func:`messages.count_stall`)."""
+        if await messages.count_stall(self.broker, queue, item.delivery, record, now_ms):
+            self._returning[queue] = self._returning.get(queue, 0) + 1
+
+    async def _give_back(self, items: Sequence[tuple[str, AbstractIncomingMessage]]) -> list[bool]:
+        """Return deliveries uncounted (:func:`messages.give_back`)."""
+        oks = await messages.give_back(self.broker, items)
+        for (queue, _), ok in zip(items, oks, strict=True):
+            if ok:
+                self._returning[queue] = self._returning.get(queue, 0) + 1
+        return oks
+
     async def _decode(self, queue: str, item: Buffered) -> JobRecord | None:
-        """The job a delivery carries, as claimed: attempts from the header + 1. A body
-        that is not a job is moved to ``<queue>.dead`` as it is (never retried)."""
+        """The job a delivery carries, as claimed: attempts from the header + 1, stalls
+        from the header. A body that is not a job is moved to ``<queue>.dead`` as it is
+        (never retried)."""
         delivery = item.delivery
         headers: dict[str, Any] = dict(delivery.headers or {})
         try:
@@ -397,16 +457,16 @@ class StorelessBackend(AbsentSections):
             else:
                 record = _record_decoder.decode(delivery.body)
             attempts = int(headers.get(ATTEMPTS_HEADER, 0))
+            stalls = int(headers.get(STALLS_HEADER, 0))
         except (msgspec.DecodeError, TypeError, ValueError) as exc:
             log.error("a message on %s is not a shigoto job (%s): moved to .dead", queue, exc)
             try:
                 await self.broker.bury(queue, delivery.body)
             except BackendUnavailable:
-                await _settle(delivery, ack=False)
+                await settle(delivery, ack=False)
                 return None
-            await _settle(delivery, ack=True)
+            await settle(delivery, ack=True)
             return None
-        stalls = int(headers.get("x-delivery-count", 0)) or int(bool(delivery.redelivered))
         return msgspec.structs.replace(record, queue=queue, attempts=attempts + 1, stalls=stalls)
 
     def _note_delays(self, items: Sequence[Outgoing]) -> None:
@@ -434,7 +494,7 @@ class StorelessBackend(AbsentSections):
         _LIVE[token] = held.item.delivery
 
     async def _ack_after_move(self, lease: Lease, held: _Held) -> None:
-        if not await _settle(held.item.delivery, ack=True):
+        if not await settle(held.item.delivery, ack=True):
             log.warning(
                 "job %s: its next step is published but the channel of its delivery was "
                 "lost, so RabbitMQ will deliver this attempt again (at least once)",
@@ -458,49 +518,8 @@ def _record_of(job: NewJob, state: JobState) -> JobRecord:
     )
 
 
-def _next(
-    record: JobRecord, state: JobState, ready_ms: int, errors: list[AttemptError]
-) -> JobRecord:
-    return msgspec.structs.replace(
-        record,
-        state=state,
-        ready_ms=ready_ms,
-        errors=errors,
-        started_ms=None,
-        worker_id=None,
-        lease_until_ms=None,
-        stalls=0,
-    )
-
-
-def _outgoing(record: JobRecord, delay_ms: int, attempts: int) -> Outgoing:
-    return Outgoing(
-        record.queue,
-        _encoder.encode(record),
-        record.priority,
-        delay_ms,
-        {ATTEMPTS_HEADER: attempts},
-    )
-
-
 def _alive(token: str) -> bool:
     delivery = _LIVE.get(token)
     if delivery is None:
         return False
     return not getattr(delivery.channel, "is_closed", False)
-
-
-async def _settle(delivery: AbstractIncomingMessage, *, ack: bool) -> bool:
-    """Ack (or requeue) one delivery; False when its channel is gone (the broker has
-    requeued it already, so the lease was lost)."""
-    try:
-        if ack:
-            await delivery.ack()
-        else:
-            await delivery.nack(requeue=True)
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        log.debug("settling a delivery failed (lost channel): %r", exc)
-        return False
-    return True
