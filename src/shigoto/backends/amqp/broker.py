@@ -485,6 +485,12 @@ class Broker:
             if tag is not None:
                 await amqp_queue.cancel(tag, timeout=_OP_TIMEOUT_S)
         self._consumers.clear()
+        # A delivery that arrived before the cancel was confirmed may still wait for its
+        # callback task (aio-pika runs them as tasks): let them run, so it is handed
+        # over too instead of appended to a buffer nobody reads (then redelivered, and
+        # counted as a stall, when the channel closes).
+        for _ in range(3):
+            await asyncio.sleep(0)
         taken = [(queue, item) for queue, buffer in self._buffers.items() for item in buffer]
         self._buffers.clear()
         return taken

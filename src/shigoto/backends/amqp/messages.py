@@ -176,7 +176,9 @@ async def give_back(
         )
         oks = [await settle(delivery, ack=False) for _, delivery in items]
     else:
-        oks = await pipeline.ack([delivery for _, delivery in items])
+        # drained: a release or close is followed by closing the connection, and an
+        # ack still queued then would return the original too, marked as a stall
+        oks = await pipeline.ack([delivery for _, delivery in items], drained=True)
     return oks
 
 

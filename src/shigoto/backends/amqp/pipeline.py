@@ -81,13 +81,19 @@ async def publish(
     return futures
 
 
-async def ack(deliveries: Sequence[Any]) -> list[bool]:
+DRAIN_S = 5.0
+"""Longest wait for drained acks to be written (a dying connection may never say)."""
+
+
+async def ack(deliveries: Sequence[Any], *, drained: bool = False) -> list[bool]:
     """Ack deliveries with one write per channel, queued for the connection's writer
     without waiting for the socket to drain (acks have no reply; waiting per ack kept a
     worker's finished jobs in its prefetch window). Per delivery, False when its channel
     is closed (the broker requeued it already). An ack lost with the socket after this
-    returns means a redelivery: at least once. Deliveries of an aiormq without the
-    needed internals are acked one by one."""
+    returns means a redelivery: at least once. ``drained``: return only once the acks
+    are written, for a caller about to close the connection (a job given back must not
+    also come back redelivered). Deliveries of an aiormq without the needed internals
+    are acked one by one."""
     from aiormq.abc import ChannelFrame
 
     oks = [False] * len(deliveries)
@@ -107,10 +113,15 @@ async def ack(deliveries: Sequence[Any]) -> list[bool]:
                     pass
             continue
         frames = [spec.Basic.Ack(delivery_tag=deliveries[p].delivery_tag) for p in positions]
+        written = asyncio.get_running_loop().create_future() if drained else None
         try:  # not drained: an ack the socket then loses means a redelivery (at least once)
             await raw.write_queue.put(
-                ChannelFrame.marshall(frames=frames, channel_number=raw.number)
+                ChannelFrame.marshall(
+                    frames=frames, channel_number=raw.number, drain_future=written
+                )
             )
+            if written is not None:
+                await asyncio.wait_for(written, DRAIN_S)
         except Exception:
             continue
         for position in positions:

@@ -155,12 +155,7 @@ class StorelessBackend(AbsentSections):
         self._held.clear()
         if self.broker.connected():
             try:
-                buffered = await asyncio.wait_for(self.broker.stop_consuming(), _CLOSE_S)
-                fresh = [(q, b.delivery) for q, b in buffered if not redelivered(b.delivery)]
-                for _, item in buffered:  # already marked: keep the mark for the next claim
-                    if redelivered(item.delivery):
-                        await settle(item.delivery, ack=False)
-                await asyncio.wait_for(self._give_back(fresh), _CLOSE_S)
+                await asyncio.wait_for(self._stop_consuming(), _CLOSE_S)
             except Exception as exc:  # a timeout too
                 log.warning(
                     "giving buffered jobs back on close failed (%r): the broker requeues "
@@ -305,6 +300,13 @@ class StorelessBackend(AbsentSections):
             held = self._release_token(lease.token)
             live = held is not None and not channel_closed(held.item.delivery)
             found.append(held if live else None)
+        if any(found) and self.broker.connected():
+            # Stop consuming first (a worker releases when it stops; a later claim starts
+            # again). Otherwise the ack below frees prefetch room and the copy published
+            # here comes straight back to this process's consumer, possibly while it is
+            # being cancelled: aiormq drops a delivery for a cancelled consumer, and the
+            # broker then returns it marked redelivered, counted as a stall.
+            await self._stop_consuming()
         given = iter(await self._give_back([(h.record.queue, h.item.delivery) for h in found if h]))
         return [h is not None and next(given) for h in found]
 
@@ -436,6 +438,17 @@ class StorelessBackend(AbsentSections):
         """Count a redelivered job's stall (:func:`messages.count_stall`)."""
         if await messages.count_stall(self.broker, queue, item.delivery, record, now_ms):
             self._returning[queue] = self._returning.get(queue, 0) + 1
+
+    async def _stop_consuming(self) -> None:
+        """Take no more deliveries, and give back those buffered but not claimed:
+        uncounted, except the ones already marked redelivered (requeued: the mark stays
+        for the next claim to count)."""
+        buffered = await self.broker.stop_consuming()
+        fresh = [(q, b.delivery) for q, b in buffered if not redelivered(b.delivery)]
+        for _, item in buffered:
+            if redelivered(item.delivery):
+                await settle(item.delivery, ack=False)
+        await self._give_back(fresh)
 
     async def _give_back(self, items: Sequence[tuple[str, AbstractIncomingMessage]]) -> list[bool]:
         """Return deliveries uncounted (:func:`messages.give_back`)."""
