@@ -154,6 +154,19 @@ def spawn_worker(
     return process
 
 
+def stop_workers(workers: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM every worker still running, then wait for each (killed past 20 s)."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(10)
+
+
 @pytest.mark.slow
 async def test_a_worker_killed_with_sigkill_gives_its_deliveries_back_and_loses_no_job(
     ab: StoredBackend, channel: aio_pika.abc.AbstractChannel, backend_url: str, queue_name: str
@@ -235,14 +248,7 @@ async def test_three_worker_processes_share_one_queue_and_run_each_job_once(
         counts = await app.queue(queue_name).counts()
         assert counts["active"] == counts["waiting"] == 0
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        stop_workers(workers)
         await app.close()
 
 

@@ -11,7 +11,6 @@ import asyncio
 import itertools
 import os
 import signal
-import subprocess
 import time
 from typing import Any
 
@@ -27,7 +26,7 @@ from shigoto.backends.amqp.topology import dead_queue, work_queue
 from shigoto.backends.contract import DeadFilter, Lease, NewJob
 from shigoto.job import JobOptions, JobRecord, JobState
 
-from .test_amqp import ready_messages, spawn_worker, until
+from .test_amqp import ready_messages, spawn_worker, stop_workers, until
 
 HINT = r"add \?store=redis://"
 
@@ -361,15 +360,7 @@ async def test_a_job_that_kills_its_worker_every_time_ends_dead_as_stalled(
         )
         assert await ready_messages(bare_channel, work_queue(parse_url(bare_url), queue_name)) == 0
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        stop_workers(workers)
         await app.close()
 
 
@@ -519,12 +510,5 @@ async def test_three_store_less_worker_processes_share_one_queue_and_run_each_jo
         pids = {int(pid) for _, pid in runs}
         assert pids == {w.pid for w in workers}, "every worker process took a share"
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(10)
+        stop_workers(workers)
         await app.close()
