@@ -90,8 +90,11 @@ def test_a_worker_with_scheduler_fires_and_runs_ticks(tmp_path: Path) -> None:
 
     listed = shigoto("schedules", APP, "--json", url=url)
     beat = next(r for r in map(json.loads, listed.stdout.splitlines()) if r["name"] == "beat")
-    assert beat["last"]["state"] == "completed"
-    assert beat["last"]["job_id"].startswith("cron:beat:")
+    # The last tick may have fired just before SIGTERM, after the stopping worker's
+    # last claim: then it waits for the next worker, which is right, not lost.
+    last = beat["last"]
+    assert last["job_id"].startswith("cron:beat:")
+    assert last["state"] in ("completed", "waiting"), last
 
 
 def test_the_scheduler_command_enqueues_ticks_and_stops_on_sigterm(tmp_path: Path) -> None:
