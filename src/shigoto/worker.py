@@ -20,6 +20,7 @@ every lease still held back to ``waiting`` without counting an attempt.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -309,6 +310,8 @@ class Worker:
                 self._slot.clear()
                 await self._until(self._slot.wait(), self._stopping)
                 continue
+            if self.settings.burst:
+                self._slot.clear()  # a job ending from here on ends the wait below
             try:
                 if after_wait and waker is not None:
                     claimed = await self._wait_and_claim(waker, free)
@@ -332,14 +335,27 @@ class Worker:
                 drained = claimed < free and backend.capabilities.blocking_wait
                 if not drained or self.settings.burst:
                     continue
-            elif self.settings.burst and not self._running and await self._queues_empty():
-                return
+            elif self.settings.burst:
+                if not self._running and await self._queues_empty():
+                    return
+                if self._running:
+                    # Nothing to claim while jobs still run: the queue may be empty once
+                    # they end, so look again when one ends rather than after a whole
+                    # idle wait (a drained burst worker exited up to idle_wait_s late).
+                    await self._until(self._a_job_ends(), self._stopping)
+                    continue
             if waker is not None:
                 after_wait = True
                 continue
             await self._until(
                 backend.wait_for_work(self.queues, self.settings.idle_wait_s), self._stopping
             )
+
+    async def _a_job_ends(self) -> None:
+        """Until a running job ends, or ``idle_wait_s`` (jobs added meanwhile by others
+        are then found by the next claim)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._slot.wait(), self.settings.idle_wait_s)
 
     def _claims_on_wake(self, backend: Backend) -> ClaimsOnWake | None:
         """The backend, when its claim can ride behind its blocking wait: one queue

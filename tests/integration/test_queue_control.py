@@ -140,3 +140,20 @@ async def _active_at_most(app: App, n: int) -> bool:
 
 async def _all_done(app: App, n: int) -> bool:
     return (await app.queue().counts())["completed"] == n
+
+
+async def test_a_burst_worker_exits_when_its_last_job_ends_not_an_idle_wait_later(
+    app: App,
+) -> None:
+    @app.job(queue="tail")
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(0.3)
+
+    await slow.enqueue()
+    # Its second claim finds nothing while the job still runs: the worker must look
+    # again when the job ends, not block for the whole idle wait (10 s here).
+    worker = app.worker(["tail"], 2, burst=True, handle_signals=False, idle_wait_s=10.0)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(worker.run(), timeout=20)
+    assert worker.processed == 1
+    assert asyncio.get_running_loop().time() - started < 3.0
