@@ -336,14 +336,14 @@ class Worker:
                 if not drained or self.settings.burst:
                     continue
             elif self.settings.burst:
-                if not self._running and await self._queues_empty():
-                    return
-                if self._running:
-                    # Nothing to claim while jobs still run: the queue may be empty once
-                    # they end, so look again when one ends rather than after a whole
-                    # idle wait (a drained burst worker exited up to idle_wait_s late).
+                if self._running or self._acks:
+                    # Nothing to claim while jobs still run or their completions are
+                    # being written: look again when one of those ends, not after a whole
+                    # idle wait (a drained burst worker used to exit up to 1 s late).
                     await self._until(self._a_job_ends(), self._stopping)
                     continue
+                if await self._queues_empty():
+                    return
             if waker is not None:
                 after_wait = True
                 continue
@@ -352,8 +352,8 @@ class Worker:
             )
 
     async def _a_job_ends(self) -> None:
-        """Until a running job ends, or ``idle_wait_s`` (jobs added meanwhile by others
-        are then found by the next claim)."""
+        """Until a running job ends or a batch of completions is written, or at most
+        ``idle_wait_s`` (jobs others add meanwhile are found by the next claim)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._slot.wait(), self.settings.idle_wait_s)
 
@@ -751,6 +751,7 @@ class Worker:
                 ],
             )
             del self._acks[: len(batch)]
+            self._slot.set()  # a burst worker waiting for its completions looks again
             self._forget_many([completion.lease for completion, _, _ in batch])
             wants_completed = self._wants(EventType.COMPLETED)
             for (completion, record, result), ok in zip(batch, oks, strict=True):
