@@ -7,6 +7,7 @@ encoding) once; the backend is only asked to persist.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import random
 import weakref
@@ -15,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .backends.contract import Backend, BatchRecord, Enqueued, NewJob, QueueLimits
+from .backends.contract import (
+    Backend,
+    BatchRecord,
+    Enqueued,
+    NewJob,
+    OverlappingEnqueue,
+    QueueLimits,
+)
 from .clock import Seconds, to_ms
 from .coalesce import AddCoalescer
 from .dead_letters import DeadLetterOps
@@ -184,23 +192,38 @@ class Queue(DeadLetterOps):
                 on_progress(stored)
 
         # Chunk N is stored while chunk N + 1 is validated and encoded: the backend's
-        # work (a server, another core) overlaps ours. Stores still run one at a time,
-        # in order, and a bad item stops the call only after earlier chunks are stored.
-        storing: asyncio.Future[list[Enqueued]] | None = None
+        # work (a server, another core) overlaps ours. Stores run in order, one at a
+        # time, or up to the backend's window at once where it keeps their order
+        # (OverlappingEnqueue); a bad item stops the call only after earlier chunks are
+        # stored.
+        window = backend.enqueue_window() if isinstance(backend, OverlappingEnqueue) else 1
+        storing: collections.deque[asyncio.Future[list[Enqueued]]] = collections.deque()
         try:
             async for batch, now in self._bulk_batches(iterator, backend):
-                if storing is not None:
-                    collect(await storing)
-                storing = asyncio.ensure_future(self._store_audited(batch, now, backend))
+                if len(storing) >= window:
+                    collect(await storing.popleft())
+                before = storing[-1] if storing else None
+                storing.append(
+                    asyncio.ensure_future(self._store_audited(batch, now, backend, before))
+                )
         finally:
-            if storing is not None:
-                collect(await storing)
+            outcomes = await asyncio.gather(*storing, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                collect(outcome)
         return out
 
     async def _store_audited(
-        self, batch: list[NewJob], now: int, backend: Backend
+        self,
+        batch: list[NewJob],
+        now: int,
+        backend: Backend,
+        before: asyncio.Future[list[Enqueued]] | None = None,
     ) -> list[Enqueued]:
         done = await backend.enqueue(batch, now)
+        if before is not None:
+            await asyncio.wait([before])  # the audit trail keeps the chunks' order too
         await self._audit_enqueued(batch, done, backend)
         return done
 

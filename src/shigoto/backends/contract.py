@@ -745,6 +745,24 @@ class ClaimsOnWake(Protocol):
         ...
 
 
+@runtime_checkable
+class OverlappingEnqueue(Protocol):
+    """Optional: a backend whose ``enqueue`` calls may overlap and are still stored in
+    the order they were made.
+
+    A bulk add stores chunk after chunk; with one in flight the producer waits while the
+    server stores a chunk, and the server waits while the next is encoded. A backend
+    that keeps call order across overlapping calls (Redis: one connection, see
+    ``backends/redis/lane.py``) lets the producer keep :meth:`enqueue_window` chunks in
+    flight, and the add keeps its order (FIFO, and which of two jobs with one dedup key
+    is stored).
+    """
+
+    def enqueue_window(self) -> int:
+        """How many ``enqueue`` calls of one producer may be in flight at once (>= 1)."""
+        ...
+
+
 class QueueLimits(msgspec.Struct, frozen=True, omit_defaults=True):
     """A queue's rate limits and concurrency cap (all optional; None = no limit).
 

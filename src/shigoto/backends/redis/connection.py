@@ -85,7 +85,7 @@ class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
     pass
 
 
-def _connection_class(
+def connection_class(
     settings: RedisSettings,
 ) -> type[Connection | UnixDomainSocketConnection]:
     if settings.unix_socket_path is not None:
@@ -103,7 +103,7 @@ def standalone_client(
     pool = BlockingConnectionPool(
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
-        connection_class=_connection_class(settings),
+        connection_class=connection_class(settings),
         retry=_retry(),
         **kwargs,
     )

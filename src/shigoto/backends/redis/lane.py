@@ -1,0 +1,100 @@
+"""An ordered lane: one connection whose calls may overlap and still run in call order.
+
+A bulk add stores chunks of 1,000 jobs, each one ``enqueue.lua`` call of about 130 KB.
+With one chunk in flight, the producer waits while Redis runs the script (about 5 ms
+per chunk), and Redis waits while the producer encodes the next. Several chunks in
+flight keep both busy, but on pooled connections Redis could run a later one first (it
+reads the sockets a piece at a time, and runs whichever command is complete first),
+and the order of a bulk add is its FIFO order and its dedup order.
+
+On one connection, commands run in the order they were sent. So a lane sends each call
+as soon as it is made (in call order, under a lock), and reads the replies in that same
+order: a call reads its reply only after the call before it has read its own.
+
+Scripts go as ``EVAL`` with their body, not ``EVALSHA``: Redis looks the compiled
+script up by the body's SHA, so a chunk costs a 5 KB hash more, and there is no
+``NOSCRIPT`` to recover from, which, with several calls in flight, would mean re-sending
+them in order.
+
+A call that fails or is cancelled mid-way leaves its connection out of step with the
+replies, so the connection is dropped; calls already sent on it fail too (their replies
+are lost with it, so the backend reports them unavailable) and the next call opens a
+fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .connection import connection_class, unavailable
+from .settings import RedisSettings
+
+Link = Connection | UnixDomainSocketConnection
+
+
+class OrderedLane:
+    def __init__(self, settings: RedisSettings) -> None:
+        self._settings = settings
+        self._link: Link | None = None
+        self._sending = asyncio.Lock()
+        self._turn: asyncio.Future[None] | None = None
+        """Done when the latest call sent has read its reply (or given up)."""
+
+    async def _connected(self) -> Link:
+        if self._link is None:
+            settings = self._settings
+            # no socket timeout inside redis-py: each read runs under our own timeout
+            kwargs = {**settings.connection_kwargs(), "socket_timeout": None}
+            link = connection_class(settings)(**kwargs)
+            await link.connect()  # type: ignore[no-untyped-call]
+            self._link = link
+        return self._link
+
+    async def _drop(self, link: Link) -> None:
+        if self._link is link:
+            self._link = None
+        with contextlib.suppress(Exception):
+            await link.disconnect()
+
+    async def call(self, *command: Any) -> Any:
+        """Send ``command`` now, behind the calls made before it, and return its reply
+        (an error reply is returned as the exception, not raised)."""
+        mine = asyncio.get_running_loop().create_future()
+        try:
+            async with self._sending:
+                link = await self._connected()
+                before, self._turn = self._turn, mine
+                try:
+                    await link.send_packed_command(link.pack_command(*command), check_health=False)
+                except BaseException:
+                    await asyncio.shield(self._drop(link))
+                    raise
+            try:
+                if before is not None:
+                    await before
+                async with asyncio.timeout(self._settings.socket_timeout_s):
+                    return await link.read_response(disable_decoding=False)
+            except ResponseError as reply:
+                return reply  # an error reply: the connection is still in step
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
+                await asyncio.shield(self._drop(link))
+                raise unavailable(self._settings, exc) from exc
+            except BaseException:
+                await asyncio.shield(self._drop(link))
+                raise
+        except (OSError, RedisConnectionError) as exc:
+            raise unavailable(self._settings, exc) from exc
+        finally:
+            if not mine.done():
+                mine.set_result(None)
+
+    async def close(self) -> None:
+        if self._link is not None:
+            await self._drop(self._link)

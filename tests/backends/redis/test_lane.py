@@ -1,0 +1,142 @@
+"""Overlapping enqueue calls (``backends/redis/lane.py``): a bulk add keeps several chunks in
+flight on standalone Redis, and they are still stored in the order they were made."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from shigoto import App
+from shigoto.backends.contract import NewJob, OverlappingEnqueue
+from shigoto.backends.redis import RedisBackend
+from shigoto.backends.redis.backend import ENQUEUE_WINDOW
+from shigoto.backends.redis.lane import OrderedLane
+from shigoto.errors import BackendUnavailable
+from shigoto.job import JobOptions, JobState
+
+from .servers import RedisServer
+
+
+def job(queue: str, job_id: str, payload: bytes = b"{}") -> NewJob:
+    now = int(time.time() * 1000)
+    return NewJob(job_id, queue, "task", payload, JobOptions(), now, now)
+
+
+async def claim_all(rb: RedisBackend, queue: str) -> list[str]:
+    claimed = await rb.claim(
+        queue, limit=1000, worker_id="w", lease_ms=60_000, now_ms=int(time.time() * 1000)
+    )
+    return [c.record.id for c in claimed]
+
+
+def test_calls_overlap_on_standalone_redis_and_not_on_a_cluster(rb: RedisBackend) -> None:
+    assert isinstance(rb, OverlappingEnqueue)
+    assert rb.enqueue_window() == (1 if rb.is_cluster else ENQUEUE_WINDOW)
+    assert ENQUEUE_WINDOW > 1
+
+
+async def test_a_small_call_made_after_a_huge_one_is_stored_after_it(
+    rb: RedisBackend, queue_name: str
+) -> None:
+    # On two connections Redis would run the small command first: it is complete long
+    # before the 2 MB one has been read. On the lane it waits its turn.
+    if rb.is_cluster:
+        pytest.skip("a cluster's calls do not overlap (enqueue_window() == 1)")
+    huge = [job(queue_name, f"big-{n:03}", b'"' + b"x" * 2000 + b'"') for n in range(1000)]
+    now = int(time.time() * 1000)
+    first = asyncio.create_task(rb.enqueue(huge, now))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(rb.enqueue([job(queue_name, "small")], now))
+    await asyncio.gather(first, second)
+    assert await claim_all(rb, queue_name) == [j.id for j in huge]
+    assert await claim_all(rb, queue_name) == ["small"]
+
+
+async def test_a_bulk_add_keeps_its_order_with_chunks_in_flight(
+    backend_url: str, queue_name: str
+) -> None:
+    app = App(backend_url)
+    try:
+        queue = app.queue(queue_name)
+        stored: list[int] = []
+        added = await queue.add_bulk(
+            ({"name": "task", "data": {"n": n}} for n in range(5500)), on_progress=stored.append
+        )
+        assert stored == [1000, 2000, 3000, 4000, 5000, 5500]
+        backend = await app.backend()
+        assert isinstance(backend, RedisBackend)
+        claimed: list[str] = []
+        while batch := await claim_all(backend, queue_name):
+            claimed += batch
+        assert claimed == [job.id for job in added]
+        # the audit trail holds the enqueues in the same order (it lists newest first)
+        entries = await app.audit.query(action="enqueue", queue=queue_name, limit=1000)
+        assert [e.job_id for e in reversed(entries)] == [job.id for job in added[-1000:]]
+    finally:
+        await app.close()
+
+
+async def test_a_bad_item_stops_the_add_after_the_chunks_before_it_are_stored(
+    backend_url: str, queue_name: str
+) -> None:
+    app = App(backend_url)
+    try:
+        items: list[object] = [{"name": "task", "data": {"n": n}} for n in range(2500)]
+        items.append("not a job")
+        with pytest.raises(Exception, match="add_bulk item 2500"):
+            await app.queue(queue_name).add_bulk(items)  # type: ignore[arg-type]
+        assert (await app.queue(queue_name).counts())["waiting"] == 2000
+    finally:
+        await app.close()
+
+
+async def test_the_lane_needs_no_script_cache(own_server: RedisServer) -> None:
+    backend = RedisBackend(own_server.url())
+    try:
+        await backend.enqueue([job("q", "a")], int(time.time() * 1000))
+        with own_server.client() as client:
+            client.script_flush()
+        await backend.enqueue([job("q", "b")], int(time.time() * 1000))
+        assert (await backend.counts("q"))[JobState.WAITING] == 2
+    finally:
+        await backend.close()
+
+
+async def test_a_cancelled_call_drops_its_connection_and_the_next_call_opens_one(
+    own_server: RedisServer,
+) -> None:
+    lane = OrderedLane(RedisBackend(own_server.url()).settings)
+    try:
+        blocked = asyncio.create_task(lane.call("BLPOP", "nothing", "5"))
+        await asyncio.sleep(0.1)
+        behind = asyncio.create_task(lane.call("PING"))
+        blocked.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await blocked
+        # the call sent behind it lost its reply with the connection
+        with pytest.raises(BackendUnavailable):
+            await behind
+        assert await lane.call("PING") == b"PONG"
+        reply = await lane.call("EVAL", "return redis.error_reply('nope')", 0)
+        assert isinstance(reply, Exception) and "nope" in str(reply)
+        assert await lane.call("PING") == b"PONG"  # an error reply keeps it in step
+    finally:
+        await lane.close()
+
+
+async def test_a_stopped_server_is_reported_unavailable_and_the_lane_recovers(
+    own_server: RedisServer,
+) -> None:
+    backend = RedisBackend(own_server.url())
+    try:
+        await backend.enqueue([job("q", "before")], int(time.time() * 1000))
+        own_server.stop()
+        with pytest.raises(BackendUnavailable, match=str(own_server.port)):
+            await backend.enqueue([job("q", "during")], int(time.time() * 1000))
+        own_server.start()
+        await backend.enqueue([job("q", "after")], int(time.time() * 1000))
+        assert await backend.get("q", "after") is not None
+    finally:
+        await backend.close()
