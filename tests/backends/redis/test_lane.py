@@ -14,7 +14,7 @@ from shigoto.backends.redis import RedisBackend
 from shigoto.backends.redis.backend import ENQUEUE_WINDOW
 from shigoto.backends.redis.lane import OrderedLane
 from shigoto.errors import BackendUnavailable
-from shigoto.job import JobOptions, JobState
+from shigoto.job import JobOptions
 
 from .servers import RedisServer
 
@@ -92,14 +92,22 @@ async def test_a_bad_item_stops_the_add_after_the_chunks_before_it_are_stored(
         await app.close()
 
 
-async def test_the_lane_needs_no_script_cache(own_server: RedisServer) -> None:
+async def test_the_lane_loads_its_script_and_resends_it_after_a_script_flush(
+    own_server: RedisServer,
+) -> None:
     backend = RedisBackend(own_server.url())
     try:
         await backend.enqueue([job("q", "a")], int(time.time() * 1000))
+        assert backend.script_reloads == 0  # loaded when the lane connected
         with own_server.client() as client:
             client.script_flush()
-        await backend.enqueue([job("q", "b")], int(time.time() * 1000))
-        assert (await backend.counts("q"))[JobState.WAITING] == 2
+        now = int(time.time() * 1000)
+        # two calls in flight, both refused: re-sent in their order
+        await asyncio.gather(
+            backend.enqueue([job("q", "b")], now), backend.enqueue([job("q", "c")], now)
+        )
+        assert backend.script_reloads == 2
+        assert await claim_all(backend, "q") == ["a", "b", "c"]
     finally:
         await backend.close()
 

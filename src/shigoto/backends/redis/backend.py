@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ...errors import ShigotoError
 from ...job import AttemptError, JobRecord, JobState
@@ -112,7 +112,7 @@ class RedisBackend(
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._waiter = BlockingWaiter(self.settings)
-        self._lane = OrderedLane(self.settings)
+        self._lane = OrderedLane(self.settings, scripts=(SCRIPTS["enqueue"].body,))
         """Where enqueue calls go on standalone Redis: they may overlap (a bulk add keeps
         up to ENQUEUE_WINDOW chunks in flight) and still run in call order."""
         self._due_at: dict[str, float] = {}
@@ -159,13 +159,7 @@ class RedisBackend(
                 if lane is None:
                     reply = await self._run("enqueue", script_keys, args)
                 else:
-                    script = SCRIPTS["enqueue"]
-                    reply = await lane.call(
-                        "EVAL", script.body, len(script_keys), *script_keys, *args
-                    )
-                    if isinstance(reply, ResponseError):
-                        raise ShigotoError(f"Redis script enqueue failed: {reply}")
-                    reply = check(script, reply)
+                    reply = await self._run_on_lane(lane, "enqueue", script_keys, args)
                 for n, i in enumerate(chunk):
                     out[i] = Enqueued(
                         id=reply[3 * n + 2].decode(),
@@ -173,6 +167,19 @@ class RedisBackend(
                         state=state_of(reply[3 * n + 1]),
                     )
         return [item for item in out if item is not None]
+
+    async def _run_on_lane(
+        self, lane: OrderedLane, name: str, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> Any:
+        """:meth:`_run`, on the ordered lane (``NOSCRIPT``: see :mod:`.lane`)."""
+        script = SCRIPTS[name]
+        reply = await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        if isinstance(reply, NoScriptError):
+            self.script_reloads += 1
+            reply = await lane.call("EVAL", script.body, len(keys), *keys, *args)
+        if isinstance(reply, ResponseError):
+            raise ShigotoError(f"Redis script {name} failed: {reply}")
+        return check(script, reply)
 
     # -- consuming ---------------------------------------------------------------------
 

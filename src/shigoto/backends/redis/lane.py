@@ -11,10 +11,14 @@ On one connection, commands run in the order they were sent. So a lane sends eac
 as soon as it is made (in call order, under a lock), and reads the replies in that same
 order: a call reads its reply only after the call before it has read its own.
 
-Scripts go as ``EVAL`` with their body, not ``EVALSHA``: Redis looks the compiled
-script up by the body's SHA, so a chunk costs a 5 KB hash more, and there is no
-``NOSCRIPT`` to recover from, which, with several calls in flight, would mean re-sending
-them in order.
+Scripts: a lane loads the ones it is given (``SCRIPT LOAD``) on each new connection,
+before any call is sent on it, so its callers can use ``EVALSHA`` (sending a 14 KB body
+with every call cost 30 – 40 µs per call). A restart drops the connection, so the
+scripts are loaded again; only a ``SCRIPT FLUSH`` while connected answers ``NOSCRIPT``.
+The caller then re-sends that call as ``EVAL`` with the body at once, and as the calls
+after it were refused too, their re-sends follow it in order — unless another client
+loaded the script in the instant between two of them, which is the one way a flush can
+swap two overlapping calls.
 
 A call that fails or is cancelled mid-way leaves its connection out of step with the
 replies, so the connection is dropped; calls already sent on it fail too (their replies
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
@@ -40,8 +45,10 @@ Link = Connection | UnixDomainSocketConnection
 
 
 class OrderedLane:
-    def __init__(self, settings: RedisSettings) -> None:
+    def __init__(self, settings: RedisSettings, *, scripts: Sequence[str] = ()) -> None:
         self._settings = settings
+        self._scripts = scripts
+        """Script bodies loaded on every new connection (see the module's docstring)."""
         self._link: Link | None = None
         self._sending = asyncio.Lock()
         self._turn: asyncio.Future[None] | None = None
@@ -54,6 +61,13 @@ class OrderedLane:
             kwargs = {**settings.connection_kwargs(), "socket_timeout": None}
             link = connection_class(settings)(**kwargs)
             await link.connect()  # type: ignore[no-untyped-call]
+            try:
+                for body in self._scripts:
+                    await link.send_packed_command(link.pack_command("SCRIPT", "LOAD", body))
+                    await link.read_response()
+            except BaseException:
+                await asyncio.shield(link.disconnect())
+                raise
             self._link = link
         return self._link
 
