@@ -43,7 +43,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import RedisCluster
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ...errors import ShigotoError
 from ...job import AttemptError, JobRecord, JobState
@@ -167,19 +167,6 @@ class RedisBackend(
                         state=state_of(reply[3 * n + 1]),
                     )
         return [item for item in out if item is not None]
-
-    async def _run_on_lane(
-        self, lane: OrderedLane, name: str, keys: Sequence[bytes], args: Sequence[Any]
-    ) -> Any:
-        """:meth:`_run`, on the ordered lane (``NOSCRIPT``: see :mod:`.lane`)."""
-        script = SCRIPTS[name]
-        reply = await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
-        if isinstance(reply, NoScriptError):
-            self.script_reloads += 1
-            reply = await lane.call("EVAL", script.body, len(keys), *keys, *args)
-        if isinstance(reply, ResponseError):
-            raise ShigotoError(f"Redis script {name} failed: {reply}")
-        return check(script, reply)
 
     # -- consuming ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import ShigotoError
 from .connection import Client, cluster_client, is_cluster, standalone_client, unavailable
+from .lane import OrderedLane
 from .records import GlobalKeys
 from .scripts import Script, check, load_scripts
 from .settings import RedisSettings
@@ -131,6 +132,19 @@ class RedisPlumbing:
         """Run the script ``name`` and raise what its negative error code stands for."""
         script = SCRIPTS[name]
         return check(script, await self._eval(script, keys, args), job_id=job_id)
+
+    async def _run_on_lane(
+        self, lane: OrderedLane, name: str, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> Any:
+        """:meth:`_run`, on the ordered lane (``NOSCRIPT``: see :mod:`.lane`)."""
+        script = SCRIPTS[name]
+        reply = await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        if isinstance(reply, NoScriptError):
+            self.script_reloads += 1
+            reply = await lane.call("EVAL", script.body, len(keys), *keys, *args)
+        if isinstance(reply, ResponseError):
+            raise ShigotoError(f"Redis script {name} failed: {reply}")
+        return check(script, reply)
 
     async def _call(self, *command: Any) -> Any:
         client = self._client or await self._client_ready()
