@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from shigoto import App
 from shigoto.backends.contract import NewJob, OverlappingEnqueue
@@ -19,8 +20,8 @@ from shigoto.job import JobOptions
 from .servers import RedisServer
 
 
-def job(queue: str, job_id: str, payload: bytes = b"{}") -> NewJob:
-    now = int(time.time() * 1000)
+def job(queue: str, job_id: str, payload: bytes = b"{}", now: int | None = None) -> NewJob:
+    now = int(time.time() * 1000) if now is None else now
     return NewJob(job_id, queue, "task", payload, JobOptions(), now, now)
 
 
@@ -37,21 +38,41 @@ def test_calls_overlap_on_standalone_redis_and_not_on_a_cluster(rb: RedisBackend
     assert ENQUEUE_WINDOW > 1
 
 
+BUSY_100_MS = """
+local t0 = redis.call('TIME')
+repeat
+  local t = redis.call('TIME')
+until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 100000
+return 1
+"""
+
+
 async def test_a_small_call_made_after_a_huge_one_is_stored_after_it(
-    rb: RedisBackend, queue_name: str
+    own_server: RedisServer,
 ) -> None:
-    # On two connections Redis would run the small command first: it is complete long
-    # before the 2 MB one has been read. On the lane it waits its turn.
-    if rb.is_cluster:
-        pytest.skip("a cluster's calls do not overlap (enqueue_window() == 1)")
-    huge = [job(queue_name, f"big-{n:03}", b'"' + b"x" * 2000 + b'"') for n in range(1000)]
-    now = int(time.time() * 1000)
-    first = asyncio.create_task(rb.enqueue(huge, now))
-    await asyncio.sleep(0)
-    second = asyncio.create_task(rb.enqueue([job(queue_name, "small")], now))
-    await asyncio.gather(first, second)
-    assert await claim_all(rb, queue_name) == [j.id for j in huge]
-    assert await claim_all(rb, queue_name) == ["small"]
+    # While Redis is busy, both commands wait in its sockets; then it reads them a piece
+    # at a time, so on two connections the small one, complete first, would run first.
+    # On the lane it waits its turn.
+    backend = RedisBackend(own_server.url())
+    busy = aioredis.Redis(host="127.0.0.1", port=own_server.port)
+    try:
+        now = int(time.time() * 1000)  # every job ready at the same ms: claimed in
+        # the order stored; the first call for a queue registers it (add_bulk sends
+        # that one alone)
+        await backend.enqueue([job("q", "opener", now=now)], now)
+        big = b'"' + b"x" * 2000 + b'"'
+        huge = [job("q", f"big-{n:03}", big, now) for n in range(1000)]
+        blocking = asyncio.create_task(busy.eval(BUSY_100_MS, 0))
+        await asyncio.sleep(0.02)
+        first = asyncio.create_task(backend.enqueue(huge, now))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(backend.enqueue([job("q", "small", now=now)], now))
+        await asyncio.gather(blocking, first, second)
+        assert await claim_all(backend, "q") == ["opener"] + [j.id for j in huge[:999]]
+        assert await claim_all(backend, "q") == [huge[999].id, "small"]
+    finally:
+        await busy.aclose()
+        await backend.close()
 
 
 async def test_a_bulk_add_keeps_its_order_with_chunks_in_flight(
