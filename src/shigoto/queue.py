@@ -195,13 +195,12 @@ class Queue(DeadLetterOps):
         # work (a server, another core) overlaps ours. Stores run in order, one at a
         # time, or up to the backend's window at once where it keeps their order
         # (OverlappingEnqueue); a bad item stops the call only after earlier chunks are
-        # stored. The first chunk goes alone: a backend's first call for a queue may
-        # wait (connecting, registering the queue) before it takes its place in line.
+        # stored.
         window = backend.enqueue_window() if isinstance(backend, OverlappingEnqueue) else 1
         storing: collections.deque[asyncio.Future[list[Enqueued]]] = collections.deque()
         try:
             async for batch, now in self._bulk_batches(iterator, backend):
-                if len(storing) >= (window if stored else 1):
+                if len(storing) >= window:
                     collect(await storing.popleft())
                 before = storing[-1] if storing else None
                 storing.append(

@@ -748,8 +748,7 @@ class ClaimsOnWake(Protocol):
 @runtime_checkable
 class OverlappingEnqueue(Protocol):
     """Optional: a backend whose ``enqueue`` calls may overlap and are still stored in
-    the order they were made (once it has served a call for the queue: the first may
-    wait to connect or register the queue before it takes its place).
+    the order they were made.
 
     A bulk add stores chunk after chunk; with one in flight the producer waits while the
     server stores a chunk, and the server waits while the next is encoded. A backend

@@ -57,8 +57,8 @@ async def test_a_small_call_made_after_a_huge_one_is_stored_after_it(
     busy = aioredis.Redis(host="127.0.0.1", port=own_server.port)
     try:
         now = int(time.time() * 1000)  # every job ready at the same ms: claimed in
-        # the order stored; the first call for a queue registers it (add_bulk sends
-        # that one alone)
+        # the order stored; the queue is registered before Redis gets busy, so both
+        # calls below are sent at once
         await backend.enqueue([job("q", "opener", now=now)], now)
         big = b'"' + b"x" * 2000 + b'"'
         huge = [job("q", f"big-{n:03}", big, now) for n in range(1000)]
@@ -70,6 +70,29 @@ async def test_a_small_call_made_after_a_huge_one_is_stored_after_it(
         await asyncio.gather(blocking, first, second)
         assert await claim_all(backend, "q") == ["opener"] + [j.id for j in huge[:999]]
         assert await claim_all(backend, "q") == [huge[999].id, "small"]
+    finally:
+        await busy.aclose()
+        await backend.close()
+
+
+async def test_the_first_calls_for_a_new_queue_keep_their_order(
+    own_server: RedisServer,
+) -> None:
+    # A backend's first call for a queue registers it (a round trip) before it sends:
+    # the calls made behind it wait in line instead of overtaking it meanwhile.
+    backend = RedisBackend(own_server.url())
+    busy = aioredis.Redis(host="127.0.0.1", port=own_server.port)
+    try:
+        await backend.connect()
+        now = int(time.time() * 1000)
+        blocking = asyncio.create_task(busy.eval(BUSY_100_MS, 0))
+        await asyncio.sleep(0.02)
+        calls = []
+        for n in range(5):
+            calls.append(asyncio.create_task(backend.enqueue([job("q", f"j{n}", now=now)], now)))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(blocking, *calls)
+        assert await claim_all(backend, "q") == [f"j{n}" for n in range(5)]
     finally:
         await busy.aclose()
         await backend.close()

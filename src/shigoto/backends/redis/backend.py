@@ -115,6 +115,8 @@ class RedisBackend(
         self._lane = OrderedLane(self.settings, scripts=(SCRIPTS["enqueue"].body,))
         """Where enqueue calls go on standalone Redis: they may overlap (a bulk add keeps
         up to ENQUEUE_WINDOW chunks in flight) and still run in call order."""
+        self._in_line = asyncio.Lock()
+        """Held by an enqueue call from its start until it has sent its last chunk."""
         self._due_at: dict[str, float] = {}
         self._held_at: dict[str, float] = {}
         """Queue -> loop time its next slot opens, when a limit held a claim back."""
@@ -135,37 +137,59 @@ class RedisBackend(
         return 1 if self._cluster else ENQUEUE_WINDOW
 
     async def enqueue(self, jobs: Sequence[NewJob], now_ms: int) -> list[Enqueued]:
-        out: list[Enqueued | None] = [None] * len(jobs)
-        if self._client is None:
-            await self._client_ready()  # a cluster is known once connected
-        lane = None if self._cluster else self._lane
-        for queue, indexes in by_queue([job.queue for job in jobs]).items():
-            keys = queue_keys(self.prefix, queue)
-            await self._register(queue)
-            script_keys = (
-                keys.meta,
-                keys.wait,
-                keys.delayed,
-                keys.jobs,
-                keys.data,
-                keys.marker,
-                keys.dedup,
-                keys.dedup_check,
-            )
-            for chunk in chunks(indexes):
+        # Get in line first, before anything that may wait (connecting, registering a
+        # queue), and leave once the last chunk is sent: overlapping calls then reach
+        # the lane in the order they were made (see enqueue_window).
+        await self._in_line.acquire()
+        waiting_in_line = True
+
+        def leave_line() -> None:
+            nonlocal waiting_in_line
+            if waiting_in_line:
+                waiting_in_line = False
+                self._in_line.release()
+
+        try:
+            if self._client is None:
+                await self._client_ready()  # a cluster is known once connected
+            lane = None if self._cluster else self._lane
+            if lane is None:
+                leave_line()  # a cluster takes one call at a time (enqueue_window)
+            work = [
+                (queue, chunk)
+                for queue, indexes in by_queue([job.queue for job in jobs]).items()
+                for chunk in chunks(indexes)
+            ]
+            out: list[Enqueued | None] = [None] * len(jobs)
+            for n, (queue, chunk) in enumerate(work):
+                await self._register(queue)
+                keys = queue_keys(self.prefix, queue)
+                script_keys = (
+                    keys.meta,
+                    keys.wait,
+                    keys.delayed,
+                    keys.jobs,
+                    keys.data,
+                    keys.marker,
+                    keys.dedup,
+                    keys.dedup_check,
+                )
                 args: list[Any] = [now_ms]
                 for i in chunk:
                     args += job_values(jobs[i], now_ms)
                 if lane is None:
                     reply = await self._run("enqueue", script_keys, args)
                 else:
-                    reply = await self._run_on_lane(lane, "enqueue", script_keys, args)
-                for n, i in enumerate(chunk):
+                    sent = leave_line if n == len(work) - 1 else None
+                    reply = await self._run_on_lane(lane, "enqueue", script_keys, args, sent)
+                for k, i in enumerate(chunk):
                     out[i] = Enqueued(
-                        id=reply[3 * n + 2].decode(),
-                        created=reply[3 * n] == 1,
-                        state=state_of(reply[3 * n + 1]),
+                        id=reply[3 * k + 2].decode(),
+                        created=reply[3 * k] == 1,
+                        state=state_of(reply[3 * k + 1]),
                     )
+        finally:
+            leave_line()
         return [item for item in out if item is not None]
 
     # -- consuming ---------------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
@@ -77,9 +77,10 @@ class OrderedLane:
         with contextlib.suppress(Exception):
             await link.disconnect()
 
-    async def call(self, *command: Any) -> Any:
+    async def call(self, *command: Any, sent: Callable[[], None] | None = None) -> Any:
         """Send ``command`` now, behind the calls made before it, and return its reply
-        (an error reply is returned as the exception, not raised)."""
+        (an error reply is returned as the exception, not raised). ``sent`` is called
+        once the command is on its way, before the reply is awaited."""
         mine = asyncio.get_running_loop().create_future()
         try:
             async with self._sending:
@@ -90,6 +91,8 @@ class OrderedLane:
                 except BaseException:
                     await asyncio.shield(self._drop(link))
                     raise
+            if sent is not None:
+                sent()
             try:
                 if before is not None:
                     await before

@@ -4,7 +4,7 @@ redis-py failures to shigoto errors."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -134,11 +134,17 @@ class RedisPlumbing:
         return check(script, await self._eval(script, keys, args), job_id=job_id)
 
     async def _run_on_lane(
-        self, lane: OrderedLane, name: str, keys: Sequence[bytes], args: Sequence[Any]
+        self,
+        lane: OrderedLane,
+        name: str,
+        keys: Sequence[bytes],
+        args: Sequence[Any],
+        sent: Callable[[], None] | None = None,
     ) -> Any:
-        """:meth:`_run`, on the ordered lane (``NOSCRIPT``: see :mod:`.lane`)."""
+        """:meth:`_run`, on the ordered lane (``NOSCRIPT``: see :mod:`.lane`); ``sent``
+        is called once the call is on its way, before its reply is awaited."""
         script = SCRIPTS[name]
-        reply = await lane.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        reply = await lane.call("EVALSHA", script.sha, len(keys), *keys, *args, sent=sent)
         if isinstance(reply, NoScriptError):
             self.script_reloads += 1
             reply = await lane.call("EVAL", script.body, len(keys), *keys, *args)
