@@ -50,6 +50,7 @@ def refused_path(data: dict[str, Any], policy: GuardPolicy = DEFAULT_POLICY) -> 
         ({"dsn": "postgres://app:s3cr3t@db.internal/app"}, "data.dsn"),
         ({"gh": "ghp_" + "a" * 36}, "data.gh"),
         ({"pay": "4111 1111 1111 1111"}, "data.pay"),
+        ({"note": "card:4111111111111111, exp 12/30"}, "data.note"),
         ({"items": [{"sku": 1}, {"card": "5555-5555-5555-4444"}]}, "data.items.card"),
     ],
 )
@@ -75,6 +76,8 @@ def test_the_error_names_the_path_and_both_ways_out() -> None:
         {"password": None, "token": "", "secret": False},
         {"created_ms": 1_700_000_000_000, "ids": [4111111111111111, 1_234_567_890_123]},
         {"order": "4111 1111 1111 1112"},  # fails Luhn
+        # a Luhn-valid digit run inside a hex id: the framework's own batch ids hit this
+        {"batch_id": "batch-899b7ac7c3057701031814fb", "sha": "ab4111111111111111cd"},
         {"phone": "+81 3 1234 5678"},
         {"text": "The session starts at nine; bring your token of appreciation."},
         {"url": "https://example.com/path?q=1"},

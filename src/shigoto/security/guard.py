@@ -73,7 +73,9 @@ VALUE_PATTERNS: dict[str, str] = {
 """Value rules: a description (used in the error) and a pattern ``search``-ed in every
 string value."""
 
-_CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?!\d)")
+_CARD = re.compile(r"(?<![0-9A-Za-z])(?:\d[ -]?){12,18}\d(?![0-9A-Za-z])")
+"""13-19 digits standing as a token of their own: a digit run inside a hex id or a hash
+(``batch-899b7ac7c3057701031814fb`` holds one that passes Luhn) is not a card number."""
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _SEPARATORS = re.compile(r"[\s\-.]+")
 
