@@ -163,17 +163,7 @@ class RedisBackend(
             out: list[Enqueued | None] = [None] * len(jobs)
             for n, (queue, chunk) in enumerate(work):
                 await self._register(queue)
-                keys = queue_keys(self.prefix, queue)
-                script_keys = (
-                    keys.meta,
-                    keys.wait,
-                    keys.delayed,
-                    keys.jobs,
-                    keys.data,
-                    keys.marker,
-                    keys.dedup,
-                    keys.dedup_check,
-                )
+                script_keys = queue_keys(self.prefix, queue).for_store
                 args: list[Any] = [now_ms]
                 for i in chunk:
                     args += job_values(jobs[i], now_ms)

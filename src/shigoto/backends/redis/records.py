@@ -230,6 +230,21 @@ class QueueKeys:
         }
 
     @property
+    def for_store(self) -> tuple[bytes, ...]:
+        """The keys ``includes/store.lua`` reads, in its order: ``enqueue.lua``'s KEYS
+        (``claim_tick.lua`` adds ``ticks``)."""
+        return (
+            self.meta,
+            self.wait,
+            self.delayed,
+            self.jobs,
+            self.data,
+            self.marker,
+            self.dedup,
+            self.dedup_check,
+        )
+
+    @property
     def all(self) -> tuple[bytes, ...]:
         """Every key of the queue (for tests and tooling; scripts take subsets)."""
         return (

@@ -71,17 +71,7 @@ class RedisSchedules(RedisPlumbing):
         await self._register(job.queue)
         claimed = await self._run(
             "claim_tick",
-            (
-                keys.meta,
-                keys.wait,
-                keys.delayed,
-                keys.jobs,
-                keys.data,
-                keys.marker,
-                keys.dedup,
-                keys.dedup_check,
-                keys.ticks,
-            ),
+            (*keys.for_store, keys.ticks),
             (
                 schedule,
                 fire_ms,
