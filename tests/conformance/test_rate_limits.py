@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from shigoto.backends import Backend, open_backend
-from shigoto.backends.contract import NewJob, QueueLimits
+from shigoto.backends.contract import LimitOutlook, NewJob, QueueLimits
 from shigoto.errors import LeaseLost
 from shigoto.job import JobState
 
@@ -228,6 +228,26 @@ async def test_a_job_finishing_here_wakes_a_wait_held_by_max_active_at_once(
 
     assert time.monotonic() - started < 0.045  # woken by the finish, before the poll
     assert len(await claim(backend, queue_name, now=int(time.time() * 1000))) == 1
+
+
+async def test_its_outlook_names_a_held_queue_until_its_next_slot(
+    backend: Backend, queue_name: str
+) -> None:
+    """What a backend composed over this one (amqp://…?store=) waits by."""
+    if not isinstance(backend, LimitOutlook):
+        pytest.skip(f"{backend.capabilities.name} has no LimitOutlook (optional)")
+    other = f"{queue_name}-open"
+    await fill(backend, queue_name, 3)
+    await backend.set_limits(queue_name, QueueLimits(rate_max=1, rate_period_ms=300))
+    now = int(time.time() * 1000)
+    assert backend.outlook([queue_name, other]) == ([], None)
+    assert len(await claim(backend, queue_name, now=now)) == 1
+
+    held, _ = backend.outlook([queue_name, other])
+
+    assert held == [queue_name]
+    await asyncio.sleep(0.35)
+    assert backend.outlook([queue_name, other])[0] == []
 
 
 # -- postpone (RateLimited) ---------------------------------------------------------------

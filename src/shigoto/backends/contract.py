@@ -763,6 +763,27 @@ class OverlappingEnqueue(Protocol):
         ...
 
 
+@runtime_checkable
+class LimitOutlook(Protocol):
+    """Optional: what this backend's own claims learned about when its queues open.
+
+    A backend composed over this one as its record store (``amqp://…?store=``) wakes
+    idle workers on broker deliveries. But a queue held back by its limits must neither
+    be woken by those nor wait past its next slot, and jobs parked until a rate-limit
+    group's next slot get no delivery at all: only the store's claims know those times.
+    """
+
+    def outlook(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
+        """``(held, due_in_s)`` for ``queues``, as of this backend's last claims here.
+
+        ``held``: the queues whose last claim was held back by their limits and whose
+        next slot has not opened; :meth:`Backend.wait_for_work` on just these sleeps
+        until that slot (or until a job of theirs finishes here, under ``max_active``)
+        with no server round trip. ``due_in_s``: seconds until the earliest delayed job
+        of ``queues`` that this backend knows of is due (None: none known)."""
+        ...
+
+
 class QueueLimits(msgspec.Struct, frozen=True, omit_defaults=True):
     """A queue's rate limits and concurrency cap (all optional; None = no limit).
 

@@ -27,6 +27,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -42,6 +43,7 @@ from ..contract import (
     Enqueued,
     Lease,
     LeaseStatus,
+    LimitOutlook,
     NewJob,
     Recovered,
 )
@@ -72,7 +74,8 @@ class StoredBackend(StoreSections):
             multi_process=store.multi_process,
             multi_host=store.multi_host,
             blocking_wait=True,
-            rate_limits=False,  # the store enforces limits, but waits for a slot are not built
+            # the store's claim enforces them; its outlook tells waits about the slots
+            rate_limits=store.rate_limits and isinstance(self.store, LimitOutlook),
             job_records=True,
             explicit_time=store.explicit_time,
             idempotency=store.idempotency,
@@ -133,10 +136,34 @@ class StoredBackend(StoreSections):
         return claimed
 
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
-        if await self._consume(queues):
-            await self.broker.wait(queues, timeout_s)
-        else:  # broker unreachable: fall back to the store's own wait (or poll)
+        held, due_in_s = (
+            self.store.outlook(queues) if isinstance(self.store, LimitOutlook) else ([], None)
+        )
+        open_queues = [queue for queue in queues if queue not in held]
+        if not open_queues or not await self._consume(open_queues):
+            # Every queue is held by its limits (the store sleeps until a slot opens or
+            # a job of ours finishes, with no round trip), or the broker is unreachable
+            # (the store's own wait, or poll).
             await self.store.wait_for_work(queues, timeout_s)
+            return
+        if due_in_s is not None:  # e.g. jobs a rate-limit group parked until its slot
+            timeout_s = min(timeout_s, due_in_s)
+        if not held:
+            await self.broker.wait(open_queues, timeout_s)
+            return
+        # Deliveries for the open queues, or the first held one's slot, whichever first.
+        waits = [
+            asyncio.ensure_future(self.broker.wait(open_queues, timeout_s)),
+            asyncio.ensure_future(self.store.wait_for_work(held, timeout_s)),
+        ]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        for wait in done:
+            wait.result()  # an error of either wait is the caller's
 
     async def extend(
         self, leases: Sequence[Lease], *, lease_ms: int, now_ms: int
