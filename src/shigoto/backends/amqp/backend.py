@@ -27,7 +27,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -47,6 +46,7 @@ from ..contract import (
     NewJob,
     Recovered,
 )
+from ..race import first_done
 from .broker import Broker, Buffered, Notice
 from .delegation import StoreSections
 from .settings import AmqpSettings, parse_url
@@ -152,18 +152,9 @@ class StoredBackend(StoreSections):
             await self.broker.wait(open_queues, timeout_s)
             return
         # Deliveries for the open queues, or the first held one's slot, whichever first.
-        waits = [
-            asyncio.ensure_future(self.broker.wait(open_queues, timeout_s)),
-            asyncio.ensure_future(self.store.wait_for_work(held, timeout_s)),
-        ]
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
-        for wait in done:
-            wait.result()  # an error of either wait is the caller's
+        await first_done(
+            self.broker.wait(open_queues, timeout_s), self.store.wait_for_work(held, timeout_s)
+        )
 
     async def extend(
         self, leases: Sequence[Lease], *, lease_ms: int, now_ms: int

@@ -294,12 +294,6 @@ class RedisBackend(
             claimed.append(Claimed(record=record, token=token))
         return claimed
 
-    def outlook(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
-        now = asyncio.get_running_loop().time()
-        held = [queue for queue in queues if self._held_at.get(queue, now) > now]
-        dues = [self._due_at[queue] - now for queue in queues if queue in self._due_at]
-        return held, max(0.0, min(dues)) if dues else None
-
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
         if timeout_s <= 0 or not queues:
             return

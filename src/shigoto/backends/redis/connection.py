@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...errors import BackendUnavailable
+from ..race import first_done
 from .settings import RedisSettings
 
 hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -205,18 +206,7 @@ class BlockingWaiter:
             [(node, keys)] = groups.items()
             await self._wait_one(node, keys, block_s)
             return
-        tasks = [
-            asyncio.ensure_future(self._wait_one(node, keys, block_s))
-            for node, keys in groups.items()
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            task.result()
+        await first_done(*(self._wait_one(node, keys, block_s) for node, keys in groups.items()))
 
     async def _wait_one(
         self, node: tuple[str, int] | None, keys: list[bytes], block_s: float

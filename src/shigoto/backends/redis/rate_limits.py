@@ -26,6 +26,8 @@ class RedisRateLimits:
     """The ``rate limits`` section of the contract for :class:`RedisBackend`."""
 
     prefix: str
+    _due_at: dict[str, float]
+    _held_at: dict[str, float]
     _capped: set[str]
     _freed: asyncio.Event
 
@@ -49,6 +51,13 @@ class RedisRateLimits:
         held by the queue's ``max_active`` at once instead of at their next poll."""
         if queue in self._capped:
             self._freed.set()
+
+    def outlook(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
+        """:class:`~shigoto.backends.contract.LimitOutlook`, from the last claims' replies."""
+        now = asyncio.get_running_loop().time()
+        held = [queue for queue in queues if self._held_at.get(queue, now) > now]
+        dues = [self._due_at[queue] - now for queue in queues if queue in self._due_at]
+        return held, max(0.0, min(dues)) if dues else None
 
     async def set_limits(self, queue: str, limits: QueueLimits) -> None:
         keys = queue_keys(self.prefix, queue)

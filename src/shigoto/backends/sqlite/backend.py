@@ -306,11 +306,6 @@ class SqliteBackend(
             self._capped.discard(queue)
         return claimed
 
-    def outlook(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
-        # No due times: this backend's own waits poll every poll_interval_s.
-        now = asyncio.get_running_loop().time()
-        return [queue for queue in queues if self._held_at.get(queue, now) > now], None
-
     async def wait_for_work(self, queues: Sequence[str], timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()

@@ -40,6 +40,7 @@ class SqliteRateLimits:
     """The ``rate limits`` section of the contract for :class:`SqliteBackend`."""
 
     path: str
+    _held_at: dict[str, float]
     _capped: set[str]
     _freed: asyncio.Event
 
@@ -54,6 +55,12 @@ class SqliteRateLimits:
         held by the queue's ``max_active`` at once instead of at their next poll."""
         if queue in self._capped:
             self._freed.set()
+
+    def outlook(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
+        """:class:`~shigoto.backends.contract.LimitOutlook`. No due times: this backend's
+        own waits poll every ``poll_interval_s`` for delayed jobs."""
+        now = asyncio.get_running_loop().time()
+        return [queue for queue in queues if self._held_at.get(queue, now) > now], None
 
     async def set_limits(self, queue: str, limits: QueueLimits) -> None:
         def tx(conn: sqlite3.Connection) -> None:
