@@ -4,6 +4,7 @@ the worker's acknowledgements and the timer flush at the same time."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,3 +112,14 @@ async def test_run_entries_share_a_local_file_s_connection_but_not_a_server_s(
     # one connection of its own for the server, closed with the recorder; the shared
     # one is left to its owner
     assert opened == ["redis://127.0.0.1:1/0", "closed"]
+
+
+def test_buffered_run_entries_are_not_tracked_by_the_garbage_collector() -> None:
+    """A busy worker holds tens of thousands of them between flushes; tracked, they made
+    the collector run about four times as often (1.3 µs per job, bench/features.py)."""
+    runs, _ = recorder()
+    runs.started("q", "job-1", None, 1, 1_700_000_000_000)
+    runs.completed("q", "job-1", None, 1_700_000_000_001)
+    runs.note("job.end", "q", "job-2", "api", outcome="released")
+
+    assert [gc.is_tracked(entry) for entry in runs._pending] == [False, False, False]
