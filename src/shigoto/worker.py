@@ -754,15 +754,22 @@ class Worker:
             self._slot.set()  # a burst worker waiting for its completions looks again
             self._forget_many([completion.lease for completion, _, _ in batch])
             wants_completed = self._wants(EventType.COMPLETED)
+            now_ms = self.app.clock.now_ms() if wants_completed else 0
+            events = []
             for (completion, record, result), ok in zip(batch, oks, strict=True):
                 if ok:
                     self.processed += 1
                     if wants_completed:
-                        await self._emit(
-                            EventType.COMPLETED,
-                            record,
-                            result=result,
-                            duration_ms=self.app.clock.now_ms() - completion.started_ms,
+                        events.append(
+                            Event(
+                                EventType.COMPLETED,
+                                record.queue,
+                                record.id,
+                                record.name,
+                                record.attempts,
+                                self.id,
+                                {"result": result, "duration_ms": now_ms - completion.started_ms},
+                            )
                         )
                 else:
                     log.warning(
@@ -770,6 +777,8 @@ class Worker:
                         record.id,
                         extra={"job_id": record.id, "queue": record.queue},
                     )
+            if events:
+                await self._emit_raw(*events)
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -867,13 +876,12 @@ class Worker:
             Event(kind, record.queue, record.id, record.name, record.attempts, self.id, detail)
         )
 
-    async def _emit_raw(self, event: Event) -> None:
-        # a bus without listeners for this kind is skipped, and sync listeners cost no
-        # coroutine (dispatch): this runs for every job someone listens to
-        for bus in (self.app.events, self.events):
-            if bus.has_listeners(event.type):
-                pending = bus.dispatch(event)
-                if pending is not None:
+    async def _emit_raw(self, *events: Event) -> None:
+        # sync listeners cost no coroutine (dispatch), and a batch's completed events
+        # are one call: this runs for every job someone listens to
+        for event in events:
+            for bus in (self.app.events, self.events):
+                if (pending := bus.dispatch(event)) is not None:
                     await pending
 
     def _log_outage(self, exc: BaseException) -> None:
