@@ -42,7 +42,7 @@ faults: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py --url sqlite:///$$(mktemp -d)/bench.db
 	test -x bench/.venv-peers/bin/python || $(PYTHON) -m venv bench/.venv-peers
-	bench/.venv-peers/bin/pip install --quiet -e '.[redis]' -r bench/requirements-peers.txt
+	bench/.venv-peers/bin/pip install --quiet -e '.[redis,amqp]' -r bench/requirements-peers.txt
 	bench/.venv-peers/bin/python bench/compare.py
 
 clean:

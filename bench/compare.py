@@ -2,6 +2,7 @@
 
     python bench/compare.py [--rounds 3] [--jobs 20000] [--only shigoto,huey] [--skip celery]
     python bench/compare.py --sqlite          # shigoto's SQLite backend vs huey's SqliteHuey
+    python bench/compare.py --amqp            # shigoto's RabbitMQ backend vs dramatiq, celery
 
 Peers come from the bench-only virtualenv ``bench/.venv-peers`` (``make bench`` builds it
 from ``bench/requirements-peers.txt``); run this script with any Python, it runs every
@@ -21,7 +22,8 @@ One measurement of one library is a child process (``--one NAME``) that imports
    enqueue -> start p50 / p99 at low load, and p50 of the idle pickups;
 
 then stops the worker and deletes the Redis keys it created (a dedicated database,
-``--db``, default 12, and a fresh name per measurement). Each round runs every library
+``--db``, default 12, and a fresh name per measurement), and in ``--amqp`` mode the
+broker queues and per-run exchanges it declared (``--amqp-url``). Each round runs every library
 once, in an order rotated by one each round; the tables show the median of the rounds,
 and shigoto's ratio to each peer is the median of the per-round ratios (both measured
 in the same round, so a busy machine disturbs them less than absolute figures).
@@ -52,6 +54,9 @@ BENCH = Path(__file__).resolve().parent
 PEERS_PYTHON = BENCH / ".venv-peers" / "bin" / "python"
 LIBRARIES = ["shigoto", "arq", "rq", "dramatiq", "celery", "saq", "taskiq", "huey", "bullmq"]
 SQLITE_LIBRARIES = ["shigoto", "huey"]
+# shigoto over a Redis record store, shigoto-bare store-less (RabbitMQ alone).
+AMQP_LIBRARIES = ["shigoto", "shigoto-bare", "dramatiq", "celery"]
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 # (key, column title, higher is better)
 METRICS = [
     ("enqueue", "enqueue jobs/s", True),
@@ -72,12 +77,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         BENCH_NS=ns,
         BENCH_REDIS=f"{args.redis}/{args.db}",
         BENCH_SQLITE=str(out / "jobs.db") if args.sqlite else "",
+        BENCH_AMQP=args.amqp_url if args.amqp else "",
         BENCH_OUT=str(out),
         BENCH_JOBS=str(args.jobs),
         BENCH_PROBES=str(args.probes + args.idle_samples),
     )
     sys.path.insert(0, str(BENCH))
-    peer = importlib.import_module(f"peers.{args.one}")
+    peer = importlib.import_module(f"peers.{args.one.replace('-', '_')}")
     try:
         await peer.connect()
         started = time.perf_counter()
@@ -95,6 +101,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await peer.close()
         if not args.sqlite:
             delete_keys(os.environ["BENCH_REDIS"], [*peer.KEYS, f"*{ns}*"])
+        if args.amqp:
+            queues = getattr(peer, "AMQP_QUEUES", [])
+            await delete_amqp(args.amqp_url, queues, getattr(peer, "AMQP_EXCHANGES", []))
         shutil.rmtree(out, ignore_errors=True)
     load = [(start - sent) / 1e6 for sent, start in probes if sent < idle_from]
     idle = [(start - sent) / 1e6 for sent, start in probes if sent >= idle_from]
@@ -182,6 +191,24 @@ def delete_keys(url: str, patterns: list[str]) -> None:
         client.close()
 
 
+async def delete_amqp(url: str, queues: list[str], exchanges: list[str]) -> None:
+    """Delete a measurement's broker queues (messages included) and exchanges.
+
+    aio-pika: shigoto's ``amqp`` extra, so it is there wherever the shigoto modules run.
+    Deleting a queue or an exchange that does not exist is not an error in RabbitMQ."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for name in queues:
+            await channel.queue_delete(name)
+        for name in exchanges:
+            await channel.exchange_delete(name)
+    finally:
+        await connection.close()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
@@ -196,6 +223,7 @@ def run_child(library: str, args: argparse.Namespace) -> dict[str, Any]:
     command += ["--interval-ms", f"{args.interval_ms:g}", "--idle-samples", str(args.idle_samples)]
     command += ["--idle-gap", f"{args.idle_gap:g}", "--redis", args.redis, "--db", str(args.db)]
     command += ["--timeout", f"{args.timeout:g}", *(["--sqlite"] if args.sqlite else [])]
+    command += ["--amqp", "--amqp-url", args.amqp_url] if args.amqp else []
     budget = args.timeout + 120 + args.probes / 10 + args.idle_samples * (args.idle_gap * 1.5 + 1)
     env = {**os.environ, "BENCH_CONCURRENCY": args.concurrency_of.get(library, "")}
     try:
@@ -214,7 +242,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
 
 
 def ratios(
-    rounds: list[dict[str, dict[str, Any]]], peers: list[str]
+    rounds: list[dict[str, dict[str, Any]]], peers: list[str], ours_name: str = "shigoto"
 ) -> dict[str, dict[str, float | None]]:
     """shigoto ÷ peer per metric: the median over rounds of the same-round ratio."""
     table: dict[str, dict[str, float | None]] = {}
@@ -223,7 +251,7 @@ def ratios(
         for key, _, higher in METRICS:
             values = []
             for results in rounds:
-                ours = results.get("shigoto", {}).get(key)
+                ours = results.get(ours_name, {}).get(key)
                 if name == "fastest peer":
                     theirs_all = [results[p].get(key) for p in peers if p in results]
                     present = [v for v in theirs_all if v]
@@ -237,7 +265,7 @@ def ratios(
     return table
 
 
-def machine() -> str:
+def machine(amqp_url: str | None = None) -> str:
     redis_version = "?"
     try:
         import redis
@@ -247,10 +275,31 @@ def machine() -> str:
         client.close()
     except Exception:
         pass
+    rabbitmq = f", RabbitMQ {rabbitmq_version(amqp_url)}" if amqp_url else ""
     return (
         f"{os.cpu_count()} cores (nproc {len(os.sched_getaffinity(0))}), "
-        f"Python {platform.python_version()}, Redis {redis_version}, {platform.platform()}"
+        f"Python {platform.python_version()}, Redis {redis_version}{rabbitmq}, "
+        f"{platform.platform()}"
     )
+
+
+def rabbitmq_version(url: str) -> str:
+    """The broker's version, as it announces it when a connection opens."""
+
+    async def ask() -> str:
+        import aio_pika
+
+        connection = await aio_pika.connect(url)
+        try:
+            properties = connection.transport.connection.server_properties
+            return str(properties.get("version", "?"))
+        finally:
+            await connection.close()
+
+    try:
+        return asyncio.run(ask())
+    except Exception:
+        return "?"
 
 
 def render(args: argparse.Namespace, libraries: list[str], rounds: list[dict[str, Any]]) -> None:
@@ -258,7 +307,7 @@ def render(args: argparse.Namespace, libraries: list[str], rounds: list[dict[str
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 160)
-    backend = "SQLite" if args.sqlite else "Redis"
+    backend = "SQLite" if args.sqlite else "RabbitMQ" if args.amqp else "Redis"
     figures = Table(title=f"{backend}: medians of {len(rounds)} round(s), {args.jobs:,} jobs")
     figures.add_column("library")
     for _, title, _ in METRICS:
@@ -281,21 +330,22 @@ def render(args: argparse.Namespace, libraries: list[str], rounds: list[dict[str
     console.print(figures)
 
     good = [lib for lib in libraries if any(lib in r and "error" not in r[lib] for r in rounds)]
-    peers = [lib for lib in good if lib != "shigoto"]
-    if "shigoto" in good and peers:
+    ours = [lib for lib in good if lib in ("shigoto", "shigoto-bare")]
+    peers = [lib for lib in good if lib not in ours]
+    for name in ours if peers else []:
         clean = [{k: v for k, v in r.items() if "error" not in v} for r in rounds]
         table = Table(
-            title="shigoto ÷ peer, median of same-round ratios",
-            caption="throughput: > 1 means shigoto is faster; latency: < 1 means shigoto is faster",
+            title=f"{name} ÷ peer, median of same-round ratios",
+            caption=f"throughput: > 1 means {name} is faster; latency: < 1 means {name} is faster",
         )
         table.add_column("peer")
         for _, title, _ in METRICS:
             table.add_column(title, justify="right")
-        for name, row in ratios(clean, peers).items():
+        for peer, row in ratios(clean, peers, name).items():
             cells = ["—" if row[k] is None else f"{row[k]:.2f}" for k, _, _ in METRICS]
-            table.add_row(name, *cells)
+            table.add_row(peer, *cells)
         console.print(table)
-    console.print(f"machine    {machine()}")
+    console.print(f"machine    {machine(args.amqp_url if args.amqp else None)}")
     console.print(f"reproduce  {reproduce(args)}", soft_wrap=True)
 
 
@@ -311,6 +361,10 @@ def reproduce(args: argparse.Namespace) -> str:
         parts += ["--concurrency", args.concurrency]
     if args.sqlite:
         parts.append("--sqlite")
+    if args.amqp:
+        parts.append("--amqp")
+        if args.amqp_url != AMQP_URL:
+            parts += ["--amqp-url", args.amqp_url]
     return shlex.join(parts)
 
 
@@ -321,6 +375,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="comma-separated libraries to run")
     parser.add_argument("--skip", default="", help="comma-separated libraries to leave out")
     parser.add_argument("--sqlite", action="store_true", help="shigoto SQLite vs SqliteHuey")
+    parser.add_argument(
+        "--amqp", action="store_true", help="shigoto RabbitMQ vs dramatiq and celery on RabbitMQ"
+    )
+    parser.add_argument("--amqp-url", default=AMQP_URL, help="RabbitMQ for --amqp")
     parser.add_argument("--probes", type=int, default=300, help="low-load latency probes")
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--idle-samples", type=int, default=20, help="idle pickup probes")
@@ -342,12 +400,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.jobs < 1 or args.rounds < 1 or args.probes < 1 or args.idle_samples < 0:
         parser.error("--jobs, --rounds and --probes must be >= 1, --idle-samples >= 0")
-    known = SQLITE_LIBRARIES if args.sqlite else LIBRARIES
+    if args.sqlite and args.amqp:
+        parser.error("--sqlite and --amqp are two different runs")
+    known = SQLITE_LIBRARIES if args.sqlite else AMQP_LIBRARIES if args.amqp else LIBRARIES
+    every = list(dict.fromkeys([*LIBRARIES, *AMQP_LIBRARIES]))
     only = [name for name in args.only.split(",") if name]
     skip = {name for name in args.skip.split(",") if name}
-    unknown = [name for name in [*only, *skip] if name not in LIBRARIES]
+    unknown = [name for name in [*only, *skip] if name not in every]
     if unknown:
-        parser.error(f"unknown libraries {unknown}; known: {', '.join(LIBRARIES)}")
+        parser.error(f"unknown libraries {unknown}; known: {', '.join(every)}")
     try:
         args.concurrency_of = dict(pair.split("=") for pair in args.concurrency.split(",") if pair)
     except ValueError:
@@ -356,13 +417,14 @@ def main(argv: list[str] | None = None) -> None:
     if not libraries:
         parser.error("no library left to run")
 
+    width = max(9, *map(len, libraries))
     rounds: list[dict[str, Any]] = []
     for number in range(args.rounds):
         shift = number % len(libraries)
         results: dict[str, Any] = {}
         for library in libraries[shift:] + libraries[:shift]:
             results[library] = result = run_child(library, args)
-            label = f"round {number + 1}/{args.rounds} {library:<9}"
+            label = f"round {number + 1}/{args.rounds} {library:<{width}}"
             print(f"{label} {summary(result)}", file=sys.stderr, flush=True)
         rounds.append(results)
     render(args, libraries, rounds)

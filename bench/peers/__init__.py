@@ -11,6 +11,11 @@ worker process it starts. A module provides:
 ``worker_argv()``               the command that runs one worker process
 ``async close()``               drop the producer's connections
 ``KEYS``                        Redis key patterns it leaves behind (deleted afterwards)
+``AMQP_QUEUES``, ``AMQP_EXCHANGES``  ``--amqp`` mode only: the broker queues and per-run
+                                exchanges it declared (deleted afterwards)
+
+A library name with a dash is the module with an underscore (``shigoto-bare`` is
+``shigoto_bare.py``).
 
 Every handler calls ``common.record(sent_ns)`` and nothing else.
 """

@@ -6,6 +6,8 @@ starting its worker:
 ``BENCH_NS``      a fresh name for this run: queue name and/or key prefix
 ``BENCH_REDIS``   Redis URL with the database number, e.g. redis://127.0.0.1:6379/12
 ``BENCH_SQLITE``  a SQLite file (``--sqlite`` mode: shigoto and huey only)
+``BENCH_AMQP``    a RabbitMQ URL (``--amqp`` mode: shigoto, dramatiq and celery only);
+                  empty in the other modes
 ``BENCH_OUT``     a directory where the worker writes what it saw
 ``BENCH_JOBS``    how many backlog jobs to expect
 ``BENCH_PROBES``  how many latency probes to expect
@@ -24,6 +26,7 @@ from pathlib import Path
 NS = os.environ.get("BENCH_NS", "bench")
 REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 SQLITE = os.environ.get("BENCH_SQLITE", "")
+AMQP_URL = os.environ.get("BENCH_AMQP", "")
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 

@@ -1,26 +1,43 @@
-"""dramatiq (Redis broker): ``send`` in a loop, ``dramatiq`` CLI with one process."""
+"""dramatiq: ``send`` in a loop, ``dramatiq`` CLI with one process.
+
+Redis broker, or in ``--amqp`` mode its RabbitmqBroker (pika), on a queue of this run's
+own name.
+"""
 
 from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from .common import BIN, NS, REDIS_URL, concurrency, record
+from .common import AMQP_URL, BIN, NS, REDIS_URL, concurrency, record
 
 CONCURRENCY = concurrency(16)  # --threads (default 8)
 ENQUEUE = "actor.send loop"
 KEYS = [f"{NS}*"]
-broker = RedisBroker(url=REDIS_URL, namespace=NS)
+if AMQP_URL:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    broker: dramatiq.Broker = RabbitmqBroker(url=AMQP_URL)
+    QUEUE = NS
+    # The queue, its delay queue and its dead-letter queue (default exchange only).
+    AMQP_QUEUES = [QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"]
+else:
+    broker = RedisBroker(url=REDIS_URL, namespace=NS)
+    QUEUE = "default"  # the keys are in the run's namespace
+    AMQP_QUEUES = []
 dramatiq.set_broker(broker)
 
 
-@dramatiq.actor
+@dramatiq.actor(queue_name=QUEUE)
 def noop(sent_ns: int) -> None:
     record(sent_ns)
 
 
 async def connect() -> None:
-    broker.client.ping()
+    if isinstance(broker, RedisBroker):
+        broker.client.ping()
+    else:
+        broker.connection  # noqa: B018 (opens this thread's connection)
 
 
 async def enqueue_many(n: int) -> None:
