@@ -413,6 +413,8 @@ class Broker:
             topology.routes_exchange(self.settings),
             aio_pika.ExchangeType.TOPIC,
             durable=True,
+            # with expires= (throw-away environments): gone once its queues expired
+            auto_delete=self.settings.expires_ms is not None,
             timeout=_OP_TIMEOUT_S,
         )
 

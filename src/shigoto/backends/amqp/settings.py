@@ -22,7 +22,8 @@ Form::
   during an outage before raising :class:`~shigoto.errors.BackendUnavailable`.
 * ``dead_max`` (default 100000): length bound of each ``.dead`` queue (oldest dropped).
 * ``expires`` (seconds, unset by default): the broker deletes a queue unused this long
-  (``x-expires``), messages included. For test suites and throw-away environments.
+  (``x-expires``), messages included, and the routes exchange (declared auto-delete)
+  once no queue is bound to it. For test suites and throw-away environments.
 * Anything else (``heartbeat``, ``connection_timeout``, …) is passed to aio-pika.
 """
 

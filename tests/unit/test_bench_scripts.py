@@ -1,0 +1,46 @@
+"""Every benchmark script in bench/ runs once, end to end, on a tiny N (issue 14:
+benchmarks are not timed tests; this only proves each one works). They run on a SQLite
+file of their own, so no server is needed, but for the RabbitMQ floor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import amqp_test_url
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+pytestmark = [pytest.mark.slow]
+
+SCRIPTS = {
+    # script: (arguments after --url, a line its output must contain)
+    "throughput.py": (["--jobs", "300", "--concurrency", "10"], "jobs/s"),
+    "latency.py": (["--jobs", "5", "--idle-jobs", "2", "--idle-gap-ms", "50"], "idle pickup"),
+    "features.py": (["--jobs", "200", "--rounds", "1"], "cost of the features"),
+    "adds.py": (["--jobs", "200", "--tasks", "4"], "adds/s"),
+    "batches.py": (["--items", "500", "--chunk-size", "100"], "items_per_s"),
+    "security.py": (["--jobs", "200", "--rounds", "1"], "jobs/s"),
+    "metrics_overhead.py": (["--jobs", "200", "--pairs", "1", "--flushes", "5"], "per flush"),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_the_benchmark_runs_on_a_tiny_n(script: str, tmp_path: Path) -> None:
+    arguments, expected = SCRIPTS[script]
+    command = [sys.executable, str(BENCH / script), "--url", f"sqlite:///{tmp_path}/b.db"]
+    done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.servers
+def test_the_amqp_floor_runs_on_a_tiny_n() -> None:
+    broker = amqp_test_url(store=False).split("?")[0]
+    command = [sys.executable, str(BENCH / "amqp_floor.py"), "--url", broker, "--messages", "5"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "publish -> consume p50" in done.stdout, done.stdout
