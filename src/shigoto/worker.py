@@ -877,10 +877,13 @@ class Worker:
         )
 
     async def _emit_raw(self, *events: Event) -> None:
-        # sync listeners cost no coroutine (dispatch), and a batch's completed events
-        # are one call: this runs for every job someone listens to
+        """Emit ``events`` (all of one kind) to the buses that listen to it. Runs for
+        every job someone listens to: a batch's completed events are one call, sync
+        listeners cost no coroutine (dispatch), and a bus without listeners is skipped."""
+        kind = events[0].type
+        buses = [bus for bus in (self.app.events, self.events) if bus.has_listeners(kind)]
         for event in events:
-            for bus in (self.app.events, self.events):
+            for bus in buses:
                 if (pending := bus.dispatch(event)) is not None:
                     await pending
 
