@@ -760,17 +760,9 @@ class Worker:
                 if ok:
                     self.processed += 1
                     if wants_completed:
-                        events.append(
-                            Event(
-                                EventType.COMPLETED,
-                                record.queue,
-                                record.id,
-                                record.name,
-                                record.attempts,
-                                self.id,
-                                {"result": result, "duration_ms": now_ms - completion.started_ms},
-                            )
-                        )
+                        duration_ms = now_ms - completion.started_ms
+                        detail = {"result": result, "duration_ms": duration_ms}
+                        events.append(self._event(EventType.COMPLETED, record, detail))
                 else:
                     log.warning(
                         "job %s finished but its lease was lost; its result was not recorded",
@@ -871,10 +863,11 @@ class Worker:
     def _wants(self, kind: EventType) -> bool:
         return self.events.has_listeners(kind) or self.app.events.has_listeners(kind)
 
+    def _event(self, kind: EventType, record: JobRecord, detail: dict[str, Any]) -> Event:
+        return Event(kind, record.queue, record.id, record.name, record.attempts, self.id, detail)
+
     async def _emit(self, kind: EventType, record: JobRecord, **detail: Any) -> None:
-        await self._emit_raw(
-            Event(kind, record.queue, record.id, record.name, record.attempts, self.id, detail)
-        )
+        await self._emit_raw(self._event(kind, record, detail))
 
     async def _emit_raw(self, *events: Event) -> None:
         """Emit ``events`` (all of one kind) to the buses that listen to it. Runs for
