@@ -398,6 +398,31 @@ async def test_a_gracefully_stopped_worker_gives_its_job_back_uncounted(
     assert await dead_records(bare_channel, bare_url, queue_name) == []
 
 
+async def test_a_busy_drain_counts_no_stall_when_the_worker_widens_its_window(
+    bare_url: str, queue_name: str
+) -> None:
+    """A worker's claims ask for more deliveries than its first window while finished
+    jobs wait for their acks, so it widens the window. It used to cancel and restart its
+    consumer for that, and the quorum queue handed some deliveries that were on their
+    way back, marked redelivered: each counted as a stall of a job that never ran
+    (33 in a 20,000-job drain)."""
+    app = App(bare_url, audit=False)
+    stalls: list[int] = []
+
+    @app.job(queue=queue_name)
+    async def noop(ctx: JobContext) -> None:
+        stalls.append(ctx.job.stalls)
+
+    try:
+        await app.queue(queue_name).add_bulk({"name": "noop"} for _ in range(3000))
+        worker = app.worker([queue_name], 50, burst=True, handle_signals=False, idle_wait_s=0.2)
+        await asyncio.wait_for(worker.run(), 60)
+    finally:
+        await app.close()
+    assert len(stalls) == 3000
+    assert sum(stalls) == 0
+
+
 async def test_routing_works_without_a_store(bare: StorelessBackend, queue_name: str) -> None:
     every, paid_only = f"{queue_name}-all", f"{queue_name}-paid"
     await bare.bind_route(every, "orders.#")

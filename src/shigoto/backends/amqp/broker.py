@@ -111,7 +111,10 @@ class Broker:
         self._lock = asyncio.Lock()
         self._declared: set[str] = set()
         self._consumers: dict[str, AbstractQueue] = {}
-        self._tags: dict[str, str] = {}
+        self._tags: dict[str, list[str]] = {}
+        """A queue's consumer tags: one, plus one per :meth:`grow_prefetch`."""
+        self._window: dict[str, int] = {}
+        """A queue's prefetch window: the sum of its consumers' ``basic.qos``."""
         self._buffers: dict[str, deque[Buffered]] = {}
         self._seq = itertools.count()
         self._arrived = asyncio.Event()
@@ -144,6 +147,7 @@ class Broker:
         self._declared.clear()
         self._consumers.clear()
         self._tags.clear()
+        self._window.clear()
         self._buffers.clear()
         if connection is not None:
             try:
@@ -438,41 +442,51 @@ class Broker:
                 continue
             await self.declare(queue)
             assert self._consumer is not None
-            await self._consumer.set_qos(prefetch_count=self.prefetch or 1, timeout=_OP_TIMEOUT_S)
+            window = self.prefetch or 1
+            await self._consumer.set_qos(prefetch_count=window, timeout=_OP_TIMEOUT_S)
             amqp_queue = await self._consumer.declare_queue(
                 topology.work_queue(self.settings, queue),
                 durable=True,
                 arguments=dict(topology.work_arguments(self.settings, queue)),
                 timeout=_OP_TIMEOUT_S,
             )
-            buffer = self._buffers.setdefault(queue, deque())
-
-            async def on_message(delivery: AbstractIncomingMessage, _b: Any = buffer) -> None:
-                routed = topology.ROUTED_HEADER in (delivery.headers or {})
-                _b.append(Buffered(delivery, next(self._seq), routed))
-                self._arrived.set()
-
-            self._tags[queue] = await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
+            self._tags[queue] = [await self._start_consumer(queue, amqp_queue)]
             self._consumers[queue] = amqp_queue
+            self._window[queue] = window
+
+    async def _start_consumer(self, queue: str, amqp_queue: AbstractQueue) -> str:
+        """One more consumer of ``queue`` (under the channel's current ``basic.qos``),
+        buffering its deliveries with the others'; its tag."""
+        buffer = self._buffers.setdefault(queue, deque())
+
+        async def on_message(delivery: AbstractIncomingMessage) -> None:
+            routed = topology.ROUTED_HEADER in (delivery.headers or {})
+            buffer.append(Buffered(delivery, next(self._seq), routed))
+            self._arrived.set()
+
+        return await amqp_queue.consume(on_message, timeout=_OP_TIMEOUT_S)
 
     async def grow_prefetch(self, queues: Sequence[str], prefetch: int) -> None:
         """Let the consumers of ``queues`` hold at least ``prefetch`` unacked deliveries.
 
         Store-less claims take jobs from the deliveries themselves, so a claim for more
         than the current window must widen it. RabbitMQ applies a new ``basic.qos`` to
-        new consumers only: each consumer is cancelled (its deliveries stay ours, and
-        none arrives after the cancel is confirmed) and started again. Only grows."""
-        if self.prefetch is not None and prefetch <= self.prefetch:
-            await self.consume(queues, prefetch)
-            return
-        self.prefetch = prefetch
+        new consumers only, so a queue consumed already gets one more consumer, whose
+        prefetch is the difference. (Cancelling the consumer and starting it again made
+        a quorum queue hand some deliveries that were on their way back to the queue,
+        marked redelivered: 33 in a 20,000-job drain here, each counted as a stall of a
+        job that never ran.) Only grows."""
+        self.prefetch = max(prefetch, self.prefetch or 1)
         try:
             for queue in queues:
-                amqp_queue = self._consumers.pop(queue, None)
-                tag = self._tags.pop(queue, None)
-                if amqp_queue is not None and tag is not None:
-                    await amqp_queue.cancel(tag, timeout=_OP_TIMEOUT_S)
-            await self._consume(queues)
+                window = self._window.get(queue, prefetch)
+                if queue in self._consumers and window < prefetch:
+                    assert self._consumer is not None
+                    await self._consumer.set_qos(prefetch - window, timeout=_OP_TIMEOUT_S)
+                    consumer = await self._start_consumer(queue, self._consumers[queue])
+                    self._tags[queue].append(consumer)
+                    self._window[queue] = prefetch
+            await self._consume(queues)  # any other queue: one consumer, the whole window
         except _TRANSIENT as exc:
             raise BackendUnavailable(
                 f"RabbitMQ at {self.settings.redacted}: cannot consume: {exc!r}"
@@ -483,10 +497,10 @@ class Broker:
         as ``(queue, delivery)`` (none arrives after a cancel is confirmed), so the
         caller can give them back before the channel closes."""
         for queue, amqp_queue in list(self._consumers.items()):
-            tag = self._tags.pop(queue, None)
-            if tag is not None:
+            for tag in self._tags.pop(queue, ()):
                 await amqp_queue.cancel(tag, timeout=_OP_TIMEOUT_S)
         self._consumers.clear()
+        self._window.clear()
         # A delivery that arrived before the cancel was confirmed may still wait for its
         # callback task (aio-pika runs them as tasks): let them run, so it is handed
         # over too instead of appended to a buffer nobody reads (then redelivered, and
