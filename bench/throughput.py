@@ -1,12 +1,18 @@
 """Throughput of one backend: enqueue N no-op jobs with ``add_bulk``, then drain them.
 
     python bench/throughput.py --url sqlite:////tmp/bench.db [--jobs 20000]
-                               [--concurrency 50] [--processes 1]
+                               [--concurrency 50] [--processes 1] [--work-us 0]
 
 Enqueueing is timed in this process. Draining is done by ``--processes`` fresh worker
 processes (default one), each started, imported and connected *before* the clock
 starts: they report "ready", wait for "go" on stdin, and time only the processing.
 Every run uses a fresh random queue name, so runs against a shared server never mix.
+
+``--work-us N`` makes each job hold the CPU for N µs (a busy loop in the handler, the
+way CPU-bound work in an ``async`` handler holds the event loop), to see how more
+worker processes scale once a job costs more than the framework's own few µs. On
+Redis the server's own CPU time per job is read from ``INFO cpu`` around the drain:
+worker + server CPU per job is what bounds the jobs/s that the machine's cores allow.
 """
 
 from __future__ import annotations
@@ -35,9 +41,14 @@ T = TypeVar("T")
 async def run_worker(args: argparse.Namespace) -> None:
     app = App(args.url)
 
+    work_s = args.work_us / 1e6
+
     @app.job(queue=args.queue)
     async def noop(ctx: JobContext, n: int) -> None:
-        return None
+        if work_s:
+            until = time.perf_counter() + work_s
+            while time.perf_counter() < until:
+                pass
 
     worker = app.worker(
         [args.queue],
@@ -92,6 +103,8 @@ def drain(args: argparse.Namespace) -> tuple[int, float, float]:
         args.queue,
         "--concurrency",
         str(args.concurrency),
+        "--work-us",
+        str(args.work_us),
         *(["--no-metrics"] if args.no_metrics else []),
         *(["--loop", args.loop] if args.loop != "asyncio" else []),
     ]
@@ -119,11 +132,28 @@ def drain(args: argparse.Namespace) -> tuple[int, float, float]:
     return processed, elapsed, sum(r["cpu_s"] for r in reports)
 
 
+def server_cpu_s(url: str) -> float | None:
+    """CPU seconds the Redis server has used so far (user + system), or None when the
+    backend is not Redis. Read from the driver, so the workers' clocks are untouched."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url.split("?", 1)[0])
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def reproduce(args: argparse.Namespace) -> str:
     parts = ["python", "bench/throughput.py", "--url", args.url, "--jobs", str(args.jobs)]
     parts += ["--concurrency", str(args.concurrency), "--processes", str(args.processes)]
     if args.remove_on_complete:
         parts.append("--remove-on-complete")
+    if args.work_us:
+        parts += ["--work-us", str(args.work_us)]
     if args.no_metrics:
         parts.append("--no-metrics")
     if args.loop != "asyncio":
@@ -146,6 +176,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--processes", type=int, default=1, help="worker processes")
     parser.add_argument(
+        "--work-us", type=int, default=0, help="CPU µs each job holds (busy loop; default 0)"
+    )
+    parser.add_argument(
         "--remove-on-complete", action="store_true", help="delete jobs as they complete"
     )
     parser.add_argument(
@@ -162,10 +195,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.jobs < 1 or args.concurrency < 1 or args.processes < 1:
         parser.error("--jobs, --concurrency and --processes must be >= 1")
+    if args.work_us < 0:
+        parser.error("--work-us must be >= 0")
     args.queue = f"bench-{os.urandom(4).hex()}"
 
     enqueue_s = run_on(args.loop, enqueue(args))
+    server_before = server_cpu_s(args.url)
     processed, process_s, cpu_s = drain(args)
+    server_s = server_cpu_s(args.url) - server_before if server_before is not None else None
     counts = run_on(args.loop, leftover(args))
 
     print(f"backend    {args.url}")
@@ -181,6 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     cpu_us = cpu_s / max(processed, 1) * 1e6
     print(f"worker CPU {cpu_us:8.1f} µs per job (every thread of the worker)")
+    if server_s is not None:
+        server_us = server_s / max(processed, 1) * 1e6
+        bound = (os.cpu_count() or 1) / (cpu_us + server_us) * 1e6
+        print(
+            f"Redis CPU  {server_us:8.1f} µs per job (INFO cpu around the drain); "
+            f"{os.cpu_count()} cores allow at most {bound:,.0f} jobs/s at these costs"
+        )
     pending = counts["waiting"] + counts["delayed"] + counts["active"]
     if processed != args.jobs or pending:
         print(f"WARNING    processed {processed} of {args.jobs}; left: {counts}")

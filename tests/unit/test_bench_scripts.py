@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import amqp_test_url
+from conftest import REDIS_HOST, REDIS_PORT, amqp_test_url, require_server, shared_redis_url
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -35,6 +35,17 @@ def test_the_benchmark_runs_on_a_tiny_n(script: str, tmp_path: Path) -> None:
     done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert expected in done.stdout, done.stdout[-2000:]
+
+
+@pytest.mark.servers
+def test_throughput_on_redis_reports_the_servers_cpu_per_job_and_what_the_cores_allow() -> None:
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    command = [sys.executable, str(BENCH / "throughput.py"), "--url", shared_redis_url("bench")]
+    arguments = ["--jobs", "200", "--concurrency", "10", "--work-us", "20", "--remove-on-complete"]
+    done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Redis CPU" in done.stdout and "jobs/s at these costs" in done.stdout, done.stdout
+    assert "--work-us 20" in done.stdout  # the reproduce line keeps it
 
 
 @pytest.mark.servers
