@@ -13,6 +13,12 @@ clock, how long after the ``add`` call began it started:
 * **idle pickup** — ``--idle-jobs`` probes, each after ``--idle-gap-ms`` of silence, so
   the worker is parked in its blocking wait when the job arrives.
 
+On Redis, the same probes on the same schedule then go through a bare list (redis-py
+``LPUSH`` here, ``BRPOP`` in another process, no job at all): the floor that this
+machine, Python and Redis allow any queue, printed with how far above it shigoto is
+(``--no-floor`` skips it). Latency on a small VM is mostly cold CPU caches between
+probes, so absolute figures move with the machine; the distance to the floor moves less.
+
 Every run uses a fresh random queue name, so runs against a shared server never mix.
 """
 
@@ -27,7 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from shigoto import App, JobContext
@@ -67,18 +73,68 @@ async def produce(args: argparse.Namespace) -> None:
     app = App(args.url)
     queue = app.queue(args.queue)
     await app.backend()
-    loop = asyncio.get_running_loop()
+
+    async def send(kind: str, sent_ns: int) -> None:
+        await queue.add("probe", {"sent_ns": sent_ns, "kind": kind})
+
     try:
-        await asyncio.sleep(0.5)  # let the worker settle into its idle wait
-        start = loop.time()
-        for n in range(args.jobs):
-            await _sleep_until(start + n * args.interval_ms / 1000)
-            await queue.add("probe", {"sent_ns": time.time_ns(), "kind": "load"})
-        for _ in range(args.idle_jobs):
-            await asyncio.sleep(args.idle_gap_ms / 1000)
-            await queue.add("probe", {"sent_ns": time.time_ns(), "kind": "idle"})
+        await send_probes(args, send)
     finally:
         await app.close()
+
+
+async def send_probes(args: argparse.Namespace, send: Callable[[str, int], Awaitable[Any]]) -> None:
+    """``send(kind, sent_ns)`` on the schedule: ``--jobs`` every ``--interval-ms``, then
+    ``--idle-jobs`` after ``--idle-gap-ms`` of silence each."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(0.5)  # let the worker settle into its idle wait
+    start = loop.time()
+    for n in range(args.jobs):
+        await _sleep_until(start + n * args.interval_ms / 1000)
+        await send("load", time.time_ns())
+    for _ in range(args.idle_jobs):
+        await asyncio.sleep(args.idle_gap_ms / 1000)
+        await send("idle", time.time_ns())
+
+
+# -- the floor: the same probes through a bare Redis list ------------------------------
+
+
+def server_url(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+async def run_floor_consumer(args: argparse.Namespace) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(server_url(args.url), socket_timeout=60)
+    seen: dict[str, list[float]] = {"load": [], "idle": []}
+    await client.ping()
+    print("ready", flush=True)
+    for _ in range(args.jobs + args.idle_jobs):
+        popped = await client.brpop([args.queue], timeout=30)
+        if popped is None:
+            break
+        kind, _, sent_ns = popped[1].decode().partition(" ")
+        seen[kind].append((time.time_ns() - int(sent_ns)) / 1e6)
+    await client.aclose()
+    print(json.dumps(seen), flush=True)
+
+
+async def produce_floor(args: argparse.Namespace) -> None:
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(server_url(args.url), socket_timeout=60)
+    await client.ping()
+
+    async def send(kind: str, sent_ns: int) -> None:
+        await client.lpush(args.queue, f"{kind} {sent_ns}")
+
+    try:
+        await send_probes(args, send)
+    finally:
+        await client.delete(args.queue)
+        await client.aclose()
 
 
 async def _sleep_until(deadline: float) -> None:
@@ -109,6 +165,8 @@ def reproduce(args: argparse.Namespace) -> str:
     parts += ["--idle-gap-ms", f"{args.idle_gap_ms:g}", "--concurrency", str(args.concurrency)]
     if args.loop != "asyncio":
         parts += ["--loop", args.loop]
+    if not args.floor:
+        parts.append("--no-floor")
     return shlex.join(parts)
 
 
@@ -132,16 +190,49 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop (both sides)"
     )
+    parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="on Redis, skip the bare-list floor measured after shigoto",
+    )
     parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-consumer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_on(args.loop, run_worker(args))
         return
+    if args.floor_consumer:
+        run_on(args.loop, run_floor_consumer(args))
+        return
     if args.jobs < 0 or args.idle_jobs < 0 or args.jobs + args.idle_jobs < 1:
         parser.error("--jobs and --idle-jobs must be >= 0, and not both 0")
     args.queue = f"latency-{os.urandom(4).hex()}"
-    command = [sys.executable, os.path.abspath(__file__), "--worker", "--url", args.url]
+    seen = measure(args, "--worker", produce)
+    print(f"backend      {args.url}")
+    print(f"queue        {args.queue}")
+    print(describe("low load", seen["load"]) + f"   (1 job every {args.interval_ms:g} ms)")
+    print(describe("idle pickup", seen["idle"]) + f"   (after {args.idle_gap_ms:g} ms idle)")
+    if args.floor and args.url.startswith(("redis://", "rediss://")):
+        floor = measure(args, "--floor-consumer", produce_floor)
+        print(describe("floor, load", floor["load"]) + "   (bare LPUSH -> BRPOP, same schedule)")
+        print(describe("floor, idle", floor["idle"]))
+        for kind, name in (("load", "low load"), ("idle", "idle pickup")):
+            if seen[kind] and floor[kind]:
+                above = statistics.median(seen[kind]) - statistics.median(floor[kind])
+                print(f"{name:<12} p50 {above:+.2f} ms above the floor")
+    print(f"reproduce    {reproduce(args)}")
+
+
+def measure(
+    args: argparse.Namespace,
+    role: str,
+    producer: Callable[[argparse.Namespace], Coroutine[Any, Any, None]],
+) -> dict[str, list[float]]:
+    """Start the consuming child (``role``), send the probes from here, and return the
+    latencies it saw, by kind."""
+    command = [sys.executable, os.path.abspath(__file__), role, "--url", args.url]
     command += ["--queue", args.queue, "--concurrency", str(args.concurrency)]
     command += ["--jobs", str(args.jobs), "--idle-jobs", str(args.idle_jobs)]
     command += ["--loop", args.loop]
@@ -149,21 +240,17 @@ def main(argv: list[str] | None = None) -> None:
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != "ready":
-            raise SystemExit("bench worker failed to start")
-        run_on(args.loop, produce(args))
+            raise SystemExit(f"bench child ({role}) failed to start")
+        run_on(args.loop, producer(args))
         out, _ = child.communicate(timeout=120)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
     if child.returncode != 0:
-        raise SystemExit(f"bench worker exited with {child.returncode}")
-    seen = json.loads(out.strip().splitlines()[-1])
-    print(f"backend      {args.url}")
-    print(f"queue        {args.queue}")
-    print(describe("low load", seen["load"]) + f"   (1 job every {args.interval_ms:g} ms)")
-    print(describe("idle pickup", seen["idle"]) + f"   (after {args.idle_gap_ms:g} ms idle)")
-    print(f"reproduce    {reproduce(args)}")
+        raise SystemExit(f"bench child ({role}) exited with {child.returncode}")
+    seen: dict[str, list[float]] = json.loads(out.strip().splitlines()[-1])
+    return seen
 
 
 if __name__ == "__main__":

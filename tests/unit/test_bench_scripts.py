@@ -49,6 +49,17 @@ def test_throughput_on_redis_reports_the_servers_cpu_per_job_and_what_the_cores_
 
 
 @pytest.mark.servers
+def test_latency_on_redis_also_measures_the_bare_list_floor_and_the_distance_to_it() -> None:
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    command = [sys.executable, str(BENCH / "latency.py"), "--url", shared_redis_url("bench")]
+    arguments = ["--jobs", "5", "--idle-jobs", "2", "--idle-gap-ms", "50"]
+    done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "floor, load  n=5" in done.stdout and "floor, idle  n=2" in done.stdout, done.stdout
+    assert "ms above the floor" in done.stdout, done.stdout
+
+
+@pytest.mark.servers
 def test_the_amqp_floor_runs_on_a_tiny_n() -> None:
     broker = amqp_test_url(store=False).split("?")[0]
     command = [sys.executable, str(BENCH / "amqp_floor.py"), "--url", broker, "--messages", "5"]
