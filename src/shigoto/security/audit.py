@@ -240,8 +240,9 @@ def details_of(entry: AuditEntry) -> dict[str, Any]:
 class RunRecorder:
     """A worker's ``job.start`` / ``job.end`` entries, buffered and written in batches
     (one append, one stream item on Redis, for up to ``AUDIT_BATCH`` entries) so a busy
-    worker pays one write per batch, not two per job: by a timer every ``FLUSH_S``, by
-    the worker before it stores outcomes (:meth:`flush`), and at shutdown."""
+    worker pays one write per batch, not two per job: by a timer every ``FLUSH_S`` and
+    at shutdown. Outcomes do not wait for them, so a killed worker loses the entries of
+    its last ``FLUSH_S`` (docs/security.md, "Crash window")."""
 
     FLUSH_S = 0.2
 
@@ -341,9 +342,7 @@ class RunRecorder:
     async def flush(self) -> None:
         """Write the entries buffered before this call, oldest first.
 
-        A worker calls it before it stores outcomes (acknowledgements and the other
-        finishing transitions), so a crash never loses the entries of a job whose
-        outcome was stored; the timer writes the rest (a long job's ``job.start``).
+        The timer calls it every ``FLUSH_S``, and :meth:`close` once more at shutdown.
         Entries recorded while it writes are left to the next flush: chasing them
         would keep the caller waiting, and write a small batch per round trip. One
         flush at a time: two would write the same entries twice, or out of order.
