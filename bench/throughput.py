@@ -134,16 +134,21 @@ def drain(args: argparse.Namespace) -> tuple[int, float, float]:
 
 def server_cpu_s(url: str) -> float | None:
     """CPU seconds the Redis server has used so far (user + system), or None when the
-    backend is not Redis. Read from the driver, so the workers' clocks are untouched."""
+    backend is not Redis or the server cannot be asked with the URL's bare address (TLS
+    settings and the like are in its query). Read from the driver, so the workers'
+    clocks are untouched."""
     if not url.startswith(("redis://", "rediss://")):
         return None
     import redis
 
-    client = redis.Redis.from_url(url.split("?", 1)[0])
     try:
-        info = client.info("cpu")
-    finally:
-        client.close()
+        client = redis.Redis.from_url(url.split("?", 1)[0])
+        try:
+            info = client.info("cpu")
+        finally:
+            client.close()
+    except redis.RedisError:
+        return None
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
@@ -202,7 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     enqueue_s = run_on(args.loop, enqueue(args))
     server_before = server_cpu_s(args.url)
     processed, process_s, cpu_s = drain(args)
-    server_s = server_cpu_s(args.url) - server_before if server_before is not None else None
+    server_after = server_cpu_s(args.url)
+    server_s = None
+    if server_before is not None and server_after is not None:
+        server_s = server_after - server_before
     counts = run_on(args.loop, leftover(args))
 
     print(f"backend    {args.url}")
