@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shigoto import App
-from shigoto.backends.contract import AuditEntry
+from shigoto.backends.contract import AUDIT_BATCH, AuditEntry
 from shigoto.security.audit import RunRecorder
 
 
@@ -19,8 +19,10 @@ class SlowTrail:
     def __init__(self) -> None:
         self.appended: list[AuditEntry] = []
         self.fail = False
+        self.calls = 0
 
     async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        self.calls += 1
         await asyncio.sleep(0.01)
         if self.fail:
             raise ConnectionError("down")
@@ -80,6 +82,55 @@ async def test_a_flush_writes_what_was_buffered_when_it_was_called_not_what_came
     assert [e.job_id for e in runs._pending] == ["job-2"]
     await runs.flush()
     assert [e.job_id for e in trail.appended] == ["job-1", "job-2"]
+
+
+async def test_a_full_batch_is_written_at_once_not_at_the_next_tick() -> None:
+    """A busy worker's entries go out a batch at a time, so it never holds more than a
+    batch or two of them (building entries into fresh memory cost four times more)."""
+    runs, trail = recorder()
+    runs.FLUSH_S = 60.0  # the timer alone would not write anything within this test
+    flusher = asyncio.create_task(runs._loop())
+    try:
+        for n in range(AUDIT_BATCH // 2):
+            runs.started("q", f"job-{n}", None, 0, n)
+            runs.completed("q", f"job-{n}", None, n)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if trail.appended:
+                break
+        assert len(trail.appended) == AUDIT_BATCH and runs._pending == []
+
+        runs.started("q", "job-x", None, 0, 1)  # a partial batch waits for the timer
+        await asyncio.sleep(0.05)
+        assert len(trail.appended) == AUDIT_BATCH
+    finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
+
+
+async def test_a_full_batch_is_retried_every_tick_not_every_job_while_the_backend_is_down() -> None:
+    runs, trail = recorder()
+    runs.FLUSH_S = 0.05
+    trail.fail = True
+    flusher = asyncio.create_task(runs._loop())
+    try:
+        for n in range(AUDIT_BATCH * 2):
+            runs.started("q", f"job-{n}", None, 0, n)
+            if n % 100 == 0:
+                await asyncio.sleep(0.001)
+        await asyncio.sleep(0.12)
+        assert 1 <= trail.calls <= 4
+        assert len(runs._pending) == AUDIT_BATCH * 2  # kept for when it is back
+
+        trail.fail = False
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not runs._pending:
+                break
+        assert [e.job_id for e in trail.appended] == [f"job-{n}" for n in range(AUDIT_BATCH * 2)]
+    finally:
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
 
 
 async def test_run_entries_share_a_local_file_s_connection_but_not_a_server_s(
