@@ -85,8 +85,8 @@ async def test_a_flush_writes_what_was_buffered_when_it_was_called_not_what_came
 
 
 async def test_a_full_batch_is_written_at_once_not_at_the_next_tick() -> None:
-    """A busy worker's entries go out a batch at a time, so it never holds more than a
-    batch or two of them (building entries into fresh memory cost four times more)."""
+    """A busy worker's entries go out a batch at a time as they fill, not as a burst of
+    appends per tick that the worker's own claims would wait behind."""
     runs, trail = recorder()
     runs.FLUSH_S = 60.0  # the timer alone would not write anything within this test
     flusher = asyncio.create_task(runs._loop())
