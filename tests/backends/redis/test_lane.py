@@ -192,3 +192,43 @@ async def test_a_stopped_server_is_reported_unavailable_and_the_lane_recovers(
         assert await backend.get("q", "after") is not None
     finally:
         await backend.close()
+
+
+async def test_the_first_calls_after_a_server_restart_go_through(own_server: RedisServer) -> None:
+    """The connections kept from before the restart were closed by the server; the
+    first call on each finds out and is sent again on a fresh one, not reported as an
+    outage (a web app would answer its first request after every restart with an
+    error). Both lanes: enqueues, and a worker's claims and completions."""
+    backend = RedisBackend(own_server.url())
+    try:
+        await backend.enqueue([job("q", "a")], int(time.time() * 1000))
+        assert await claim_all(backend, "q") == ["a"]
+        await asyncio.to_thread(own_server.restart)
+
+        created = await backend.enqueue([job("q", "b")], int(time.time() * 1000))
+        assert [e.created for e in created] == [True]
+        assert await claim_all(backend, "q") == ["b"]  # "a" is still claimed (AOF)
+    finally:
+        await backend.close()
+
+
+async def test_a_call_sent_again_after_a_restart_never_runs_after_a_later_call(
+    own_server: RedisServer,
+) -> None:
+    """Two calls on the lane when it finds out about the restart: whichever way the
+    race goes, the later one never runs before the earlier one (at worst, the earlier
+    one is reported unavailable, as every call was before calls were sent again)."""
+    lane = OrderedLane(RedisBackend(own_server.url()).settings)
+    try:
+        for _ in range(3):
+            assert await lane.call("PING") == b"PONG"
+            await asyncio.to_thread(own_server.restart)
+            first = asyncio.create_task(lane.call("SET", "k", "1"))
+            behind = asyncio.create_task(lane.call("SET", "k", "2"))
+            outcomes = await asyncio.gather(first, behind, return_exceptions=True)
+            assert b"OK" in outcomes, outcomes
+            value = await lane.call("GET", "k")
+            assert value == (b"2" if outcomes[1] == b"OK" else b"1"), outcomes
+            await lane.call("DEL", "k")
+    finally:
+        await lane.close()

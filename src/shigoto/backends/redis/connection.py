@@ -1,9 +1,11 @@
 """Connections: one bounded pool for commands, and dedicated connections for blocking
 waits, so a worker parked in ``BZPOPMIN`` never holds a pooled connection.
 
-Reconnection is redis-py's: a broken connection is dropped and the next command opens a
-new one. A command that fails on a connection that went stale (the server restarted
-since it was opened) is retried once on a fresh connection; a real outage raises at once
+Reconnection is redis-py's for the pool, and the same rule on the bare connections
+(the ordered lanes of :mod:`.lane`, the wait-then-claim here): a broken connection is
+dropped and the next command opens a new one. A command that fails on a connection that
+went stale (the server restarted since it was opened) is retried once on a fresh
+connection; a real outage raises at once
 (:class:`~shigoto.errors.BackendUnavailable`), because the worker already retries with
 backoff and logs once per outage, and producers should hear about it promptly.
 """

@@ -23,7 +23,10 @@ swap two overlapping calls.
 A call that fails or is cancelled mid-way leaves its connection out of step with the
 replies, so the connection is dropped; calls already sent on it fail too (their replies
 are lost with it, so the backend reports them unavailable) and the next call opens a
-fresh connection.
+fresh connection. One exception, as in redis-py's pool: a connection the server closed
+(it restarted since) fails on its first use, and the call that finds out is sent once
+more on a fresh connection if it was first in line and nothing was sent after it on a
+new one; a call that timed out is never sent again (it may have run).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ...errors import BackendUnavailable
 from .connection import connection_class, unavailable
 from .settings import RedisSettings
 
@@ -55,6 +59,10 @@ class OrderedLane:
         """Done when the latest call sent has read its reply (or given up)."""
 
     async def _connected(self) -> Link:
+        if self._link is not None and not self._link.is_connected:
+            # closed under us (a failed read disconnects it): never let redis-py open it
+            # again by itself, calls sent before on it are waiting for their replies
+            self._link = None
         if self._link is None:
             settings = self._settings
             # no socket timeout inside redis-py: each read runs under our own timeout
@@ -72,40 +80,80 @@ class OrderedLane:
         return self._link
 
     async def _drop(self, link: Link) -> None:
-        if self._link is link:
-            self._link = None
+        self._forget(link)
         with contextlib.suppress(Exception):
             await link.disconnect()
+
+    def _forget(self, link: Link) -> None:
+        if self._link is link:
+            self._link = None
+
+    async def _abandon(self, link: Link) -> None:
+        """Drop ``link`` after a failed or cancelled call. It is forgotten at once, before
+        anything is awaited, so that no caller next in line picks it up meanwhile."""
+        self._forget(link)
+        await asyncio.shield(self._drop(link))
 
     async def call(self, *command: Any, sent: Callable[[], None] | None = None) -> Any:
         """Send ``command`` now, behind the calls made before it, and return its reply
         (an error reply is returned as the exception, not raised). ``sent`` is called
-        once the command is on its way, before the reply is awaited."""
+        once the command is on its way, before the reply is awaited.
+
+        A call that finds the connection already closed by the server (it restarted
+        since the connection was opened: its first use fails) is sent once more on a
+        fresh connection, as redis-py's pool does for its commands, provided it was
+        first in line and no call has been sent on a new connection since."""
         mine = asyncio.get_running_loop().create_future()
+        resend = False
         try:
-            async with self._sending:
-                link = await self._connected()
-                before, self._turn = self._turn, mine
+            while True:
+                async with self._sending:
+                    if resend and self._link is not None:
+                        # calls made after this one already went out on a new
+                        # connection: sending it now would run it after them
+                        raise unavailable(self._settings, RedisConnectionError("connection lost"))
+                    reused = self._link is not None
+                    link = await self._connected()
+                    before, self._turn = (None if resend else self._turn), mine
+                    first = before is None or before.done()
+                    try:
+                        await link.send_packed_command(
+                            link.pack_command(*command), check_health=False
+                        )
+                    except (OSError, RedisConnectionError) as exc:
+                        await self._abandon(link)
+                        if reused and first and not resend and not isinstance(exc, TimeoutError):
+                            resend = True
+                            continue
+                        raise
+                    except BaseException:
+                        await self._abandon(link)
+                        raise
+                if sent is not None:
+                    sent()
+                    sent = None
                 try:
-                    await link.send_packed_command(link.pack_command(*command), check_health=False)
+                    if before is not None:
+                        await before
+                    async with asyncio.timeout(self._settings.socket_timeout_s):
+                        return await link.read_response(disable_decoding=False)
+                except ResponseError as reply:
+                    return reply  # an error reply: the connection is still in step
+                except (RedisTimeoutError, TimeoutError) as exc:  # before OSError, its base
+                    # never sent again: a call that timed out may have run
+                    await self._abandon(link)
+                    raise unavailable(self._settings, exc) from exc
+                except (OSError, RedisConnectionError) as exc:
+                    await self._abandon(link)
+                    if reused and first and not resend:
+                        resend = True
+                        continue
+                    raise unavailable(self._settings, exc) from exc
                 except BaseException:
-                    await asyncio.shield(self._drop(link))
+                    await self._abandon(link)
                     raise
-            if sent is not None:
-                sent()
-            try:
-                if before is not None:
-                    await before
-                async with asyncio.timeout(self._settings.socket_timeout_s):
-                    return await link.read_response(disable_decoding=False)
-            except ResponseError as reply:
-                return reply  # an error reply: the connection is still in step
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as exc:
-                await asyncio.shield(self._drop(link))
-                raise unavailable(self._settings, exc) from exc
-            except BaseException:
-                await asyncio.shield(self._drop(link))
-                raise
+        except BackendUnavailable:
+            raise  # a ConnectionError too: not to be wrapped twice
         except (OSError, RedisConnectionError) as exc:
             raise unavailable(self._settings, exc) from exc
         finally:
