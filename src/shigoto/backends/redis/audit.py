@@ -35,6 +35,12 @@ READ_ITEMS = 8
 """Stream items per read when a query starts; doubled per read up to MAX_READ_ITEMS
 (an item may hold up to 1,000 entries, so reads start small)."""
 MAX_READ_ITEMS = 256
+LANE_APPEND_MAX = 100
+"""Appends of up to this many entries (the ``add`` calls of one coalesced write) go on
+the enqueue lane, a bare connection that costs about 35 µs less CPU per call than the
+pool (10 % more single adds per second). Bigger ones (a bulk chunk's, a worker's run
+entries) go on the pool: their replies would hold up the chunks in flight behind them
+on the lane, and the pool's cost per call is little per entry there."""
 SKEW_MS = 5 * 60_000
 """Producers' clocks may differ from the server's: a ``since`` scan stops only this far
 past the bound."""
@@ -61,11 +67,11 @@ class RedisAudit(RedisPlumbing):
         if len(entries) > AUDIT_BATCH:
             raise ConfigurationError(f"at most {AUDIT_BATCH} audit entries per call")
         if entries:
-            await self._run(
-                "audit_append",
-                self._audit_keys,
-                (AUDIT_MAXLEN, len(entries), _encode(list(entries))),
-            )
+            args = (AUDIT_MAXLEN, len(entries), _encode(list(entries)))
+            if len(entries) <= LANE_APPEND_MAX:
+                await self._run_ordered(self._lane, "audit_append", self._audit_keys, args)
+            else:
+                await self._run("audit_append", self._audit_keys, args)
 
     async def audit_query(
         self, where: AuditFilter, *, cursor: str | None = None, limit: int = 100

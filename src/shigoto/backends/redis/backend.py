@@ -112,16 +112,12 @@ class RedisBackend(
     def __init__(self, url: str) -> None:
         super().__init__(url)
         self._waiter = BlockingWaiter(self.settings)
-        self._lane = OrderedLane(self.settings, scripts=(SCRIPTS["enqueue"].body,))
-        """Where enqueue calls go on standalone Redis: they may overlap (a bulk add keeps
-        up to ENQUEUE_WINDOW chunks in flight) and still run in call order."""
         self._claims = OrderedLane(
             self.settings, scripts=(SCRIPTS["claim"].body, SCRIPTS["complete"].body)
         )
-        """Where a worker's claims and completions go on standalone Redis: a bare
-        connection costs about 35 µs less CPU per call than a pooled client's command
-        (pool checkout, retry wrapper), and a worker makes two calls per batch of jobs.
-        Their order on it is the order they were made, as on a pooled connection."""
+        """Where a worker's claims and completions go on standalone Redis (two calls per
+        batch of jobs; see :meth:`_run_ordered`), apart from enqueues: a claim does not
+        wait behind the chunks of a bulk add that a handler makes."""
         self._in_line = asyncio.Lock()
         """Held by an enqueue call from its start until it has sent its last chunk."""
         self._due_at: dict[str, float] = {}
@@ -133,7 +129,6 @@ class RedisBackend(
 
     async def close(self) -> None:
         await self._waiter.close()
-        await self._lane.close()
         await self._claims.close()
         await super().close()
 
@@ -199,16 +194,8 @@ class RedisBackend(
             return []
         keys = queue_keys(self.prefix, queue)
         args = (now_ms, min(limit, MAX_BATCH), worker_id, now_ms + lease_ms, os.urandom(6).hex())
-        reply = await self._run_for_worker("claim", _claim_keys(keys), args)
+        reply = await self._run_ordered(self._claims, "claim", _claim_keys(keys), args)
         return await self._claimed(queue, reply, worker_id, now_ms)
-
-    async def _run_for_worker(self, name: str, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
-        """:meth:`_run` on the lane of claims and completions (standalone Redis)."""
-        if self._client is None:
-            await self._client_ready()  # a cluster is known once connected
-        if self._cluster:
-            return await self._run(name, keys, args)
-        return await self._run_on_lane(self._claims, name, keys, args)
 
     async def wait_and_claim(
         self,
@@ -396,7 +383,7 @@ class RedisBackend(
                 for i in chunk:
                     lease = items[i].lease
                     args += (lease.job_id, lease.token, items[i].result or b"")
-                reply = await self._run_for_worker("complete", script_keys, args)
+                reply = await self._run_ordered(self._claims, "complete", script_keys, args)
                 for i, code in zip(chunk, reply, strict=True):
                     out[i] = code == 1
             if self._capped:

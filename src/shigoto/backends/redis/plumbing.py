@@ -52,6 +52,13 @@ class RedisPlumbing:
         self._cluster = False
         self._connecting: asyncio.Lock | None = None
         self._registered: set[str] = set()
+        self._lane = OrderedLane(
+            self.settings, scripts=(SCRIPTS["enqueue"].body, SCRIPTS["audit_append"].body)
+        )
+        """Where enqueue calls and audit appends go on standalone Redis: enqueues may
+        overlap (a bulk add keeps up to ENQUEUE_WINDOW chunks in flight) and still run
+        in call order; an append costs less there than on the pool (see
+        :meth:`_run_ordered`)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.settings.display}>"
@@ -90,6 +97,7 @@ class RedisPlumbing:
             self._client, self._cluster = client, cluster
 
     async def close(self) -> None:
+        await self._lane.close()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -151,6 +159,18 @@ class RedisPlumbing:
         if isinstance(reply, ResponseError):
             raise ShigotoError(f"Redis script {name} failed: {reply}")
         return check(script, reply)
+
+    async def _run_ordered(
+        self, lane: OrderedLane, name: str, keys: Sequence[bytes], args: Sequence[Any]
+    ) -> Any:
+        """:meth:`_run` on ``lane`` on standalone Redis (a cluster spreads commands over
+        connections per node: the pool). A bare connection costs about 35 µs less CPU
+        per call than a pooled client's command (pool checkout, retry wrapper)."""
+        if self._client is None:
+            await self._client_ready()  # a cluster is known once connected
+        if self._cluster:
+            return await self._run(name, keys, args)
+        return await self._run_on_lane(lane, name, keys, args)
 
     async def _call(self, *command: Any) -> Any:
         client = self._client or await self._client_ready()
