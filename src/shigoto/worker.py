@@ -426,7 +426,8 @@ class Worker:
         Tasks are not named: a name is formatted and set per job, and costs more than
         a no-op handler (the job id is in every log record instead)."""
         leases = []
-        create_task = asyncio.create_task
+        assert self._loop is not None
+        create_task = self._loop.create_task  # asyncio.create_task asks for the loop each time
         for claimed in batch:
             record = claimed.record
             lease = Lease(record.queue, record.id, claimed.token)
@@ -485,7 +486,7 @@ class Worker:
             ctx = self._contexts.get(record.id)
             if ctx is not None and ctx.lease == lease:
                 del self._contexts[record.id]
-            if self._running.get(record.id) is asyncio.current_task():
+            if self._running.get(record.id) is asyncio.current_task(self._loop):
                 del self._running[record.id]
             self._slot.set()
 
@@ -507,9 +508,8 @@ class Worker:
         data = self.app.security.reveal(record.name, record.payload, data)
         ctx = JobContext(self, record, lease)
         self._contexts[record.id] = ctx
-        loop = asyncio.get_running_loop()
         handler_ctx: JobContext | SyncJobContext = (
-            ctx if handler.is_async else SyncJobContext(ctx, loop)
+            ctx if handler.is_async else SyncJobContext(ctx, asyncio.get_running_loop())
         )
         assert self._executor is not None
         if handler.isolation == "process":
