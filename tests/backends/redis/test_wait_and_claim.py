@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from shigoto import App
+from shigoto import App, JobContext
 from shigoto.backends.contract import ClaimsOnWake, NewJob, QueueLimits
 from shigoto.backends.redis import RedisBackend
 from shigoto.clock import FrozenClock
@@ -157,3 +157,38 @@ async def test_a_worker_claims_behind_its_wait_only_where_that_is_exact(
         assert frozen_app.worker([queue_name])._claims_on_wake(backend) is None
     finally:
         await frozen_app.close()
+
+
+async def test_an_idle_worker_stops_at_once_and_swallows_no_later_job(
+    backend_url: str, queue_name: str
+) -> None:
+    """Stopping cancels the parked wait-then-claim itself: the worker returns now, not
+    when its idle wait times out, and leaves no wait behind to claim the next job."""
+    app = App(backend_url)
+    ran: list[int] = []
+
+    @app.job(queue=queue_name)
+    async def probe(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    try:
+        worker = app.worker([queue_name], idle_wait_s=30.0, handle_signals=False)
+        running = asyncio.create_task(worker.run())
+        await app.queue(queue_name).add("probe", {"n": 1})
+        for _ in range(200):
+            if ran:
+                break
+            await asyncio.sleep(0.01)
+        assert ran == [1]
+        await asyncio.sleep(0.1)  # parked in its wait again
+
+        started = time.monotonic()
+        worker.stop()
+        await asyncio.wait_for(running, 5.0)
+        assert time.monotonic() - started < 1.0
+
+        job = await app.queue(queue_name).add("probe", {"n": 2})
+        await asyncio.sleep(0.2)
+        assert (await job.state()) is JobState.WAITING and ran == [1]
+    finally:
+        await app.close()
