@@ -27,6 +27,13 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "ids": {"n": 1},
     "typical": {"user_id": 123, "template": "welcome", "locale": "ja", "created_ms": 1700000000000},
     "walked": {"user_id": 1, "session_count": 3, "note": "the token of thanks", "tags": ["a", "b"]},
+    "strings": {
+        "user_id": "4f9c2e1a-7b3d-4c2a-9e8f-1a2b3c4d5e6f",
+        "email": "alice@example.com",
+        "callback": "https://example.com/hooks/orders",
+        "note": "Please deliver after 6pm",
+        "qty": 3,
+    },
 }
 
 
