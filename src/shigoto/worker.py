@@ -454,6 +454,7 @@ class Worker:
             leases.append((lease, record.options.timeout_s))
             self._running[record.id] = create_task(self._execute(record, lease))
         self._heartbeat.track_many(leases)
+        self._runs.started([c.record for c in batch], self.app.clock.now_ms())
 
     # -- running one job ---------------------------------------------------------------
 
@@ -466,8 +467,6 @@ class Worker:
             metrics.recorder.last_claim_ms = started_ms
         actor = record.options.actor
         adopt_actor(actor)  # this task only: what the handler enqueues carries the actor
-        runs = self._runs
-        runs.started(record.queue, record.id, actor, record.attempts, started_ms)
         try:
             if self._wants(EventType.ACTIVE):
                 await self._emit(EventType.ACTIVE, record)
@@ -489,11 +488,9 @@ class Worker:
             except Exception as exc:
                 await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
             else:
-                if metrics is not None or runs.enabled:
-                    ended_ms = clock.now_ms()
-                    if metrics is not None:
-                        metrics.recorder.observe(record, started_ms, ended_ms, "completed")
-                    runs.completed(record.queue, record.id, actor, ended_ms)
+                if metrics is not None:
+                    metrics.recorder.observe(record, started_ms, clock.now_ms(), "completed")
+                # its job.end entry is made once the completion is written (_ack_loop)
                 completion = Completion(
                     lease, encoded, started_ms, record.options.remove_on_complete
                 )
@@ -759,25 +756,22 @@ class Worker:
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
                 continue
             failures = 0
+            done = [record for (_, record, _), ok in zip(batch, oks, strict=True) if ok]
             # Before the acks go: a burst worker must not see "nothing left" while the
             # follow-up of a batch this completion finished is still being stored.
             await self._batches.report(
-                backend,
-                [
-                    (record.queue, record.id, JobState.COMPLETED)
-                    for (_, record, _), ok in zip(batch, oks, strict=True)
-                    if ok
-                ],
+                backend, [(record.queue, record.id, JobState.COMPLETED) for record in done]
             )
             del self._acks[: len(batch)]
             self._slot.set()  # a burst worker waiting for its completions looks again
             self._forget_many([completion.lease for completion, _, _ in batch])
+            now_ms = self.app.clock.now_ms()
+            self._runs.completed(done, now_ms)
+            self.processed += len(done)
             wants_completed = self._wants(EventType.COMPLETED)
-            now_ms = self.app.clock.now_ms() if wants_completed else 0
             events = []
             for (completion, record, result), ok in zip(batch, oks, strict=True):
                 if ok:
-                    self.processed += 1
                     if wants_completed:
                         duration_ms = now_ms - completion.started_ms
                         detail = {"result": result, "duration_ms": duration_ms}
@@ -788,6 +782,8 @@ class Worker:
                         record.id,
                         extra={"job_id": record.id, "queue": record.queue},
                     )
+                    actor = record.options.actor
+                    self._runs.note("job.end", record.queue, record.id, actor, outcome="lease_lost")
             if events:
                 await self._emit_raw(*events)
 

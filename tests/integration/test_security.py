@@ -7,6 +7,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from shigoto import App, JobState
@@ -218,6 +219,30 @@ async def test_the_audit_trail_records_who_did_what(app: App) -> None:
     ]
     carol = [e.action for e in reversed(await app.audit.query(actor="carol"))]
     assert carol == ["redrive", "purge", "schedule.save", "schedule.delete"]
+
+
+async def test_a_completion_whose_lease_was_lost_is_recorded_as_such_not_as_completed(
+    app: App,
+) -> None:
+    """``job.end`` entries are made once a completion is written: one the backend refused
+    (the job was recovered elsewhere meanwhile) says ``lease_lost``."""
+
+    runs = 0
+
+    @app.job
+    async def slow(ctx: JobContext) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:  # as if its lease had expired: recovered while its handler runs
+            backend = await app.backend()
+            await backend.recover_stalled("default", now_ms=app.clock.now_ms() + 10**9, limit=1)
+
+    job = await slow.enqueue()
+    await app.worker(["default"], 1, burst=True, **FAST).run()
+
+    ends = await app.audit.query(job_id=job.id, action="job.end")
+    outcomes = [msgspec.json.decode(e.details or b"")["outcome"] for e in reversed(ends)]
+    assert outcomes == ["lease_lost", "completed"]
 
 
 @pytest.mark.parametrize(

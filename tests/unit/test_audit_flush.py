@@ -10,7 +10,12 @@ from typing import Any
 
 from shigoto import App
 from shigoto.backends.contract import AUDIT_BATCH, AuditEntry
+from shigoto.job import JobOptions, JobRecord, JobState
 from shigoto.security.audit import RunRecorder
+
+
+def record(job_id: str) -> JobRecord:
+    return JobRecord(job_id, "q", "task", b"{}", JobOptions(), JobState.ACTIVE, 0, 0, 0, 1)
 
 
 class SlowTrail:
@@ -42,11 +47,11 @@ def recorder() -> tuple[RunRecorder, SlowTrail]:
 async def test_concurrent_flushes_write_each_entry_once_in_order() -> None:
     runs, trail = recorder()
     for n in range(5):
-        runs.started("q", f"job-{n}", None, 1, n)
+        runs.started([record(f"job-{n}")], n)
 
     first = asyncio.ensure_future(runs.flush())
     await asyncio.sleep(0)
-    runs.completed("q", "job-0", None, 9)
+    runs.completed([record("job-0")], 9)
     await asyncio.gather(first, runs.flush(), runs.flush())
 
     assert [(e.job_id, e.action) for e in trail.appended] == [
@@ -58,7 +63,7 @@ async def test_concurrent_flushes_write_each_entry_once_in_order() -> None:
 
 async def test_a_failed_write_keeps_the_entries_for_the_next_flush() -> None:
     runs, trail = recorder()
-    runs.started("q", "job-1", None, 1, 1)
+    runs.started([record("job-1")], 1)
     trail.fail = True
 
     await runs.flush()
@@ -71,11 +76,11 @@ async def test_a_failed_write_keeps_the_entries_for_the_next_flush() -> None:
 
 async def test_a_flush_writes_what_was_buffered_when_it_was_called_not_what_came_after() -> None:
     runs, trail = recorder()
-    runs.started("q", "job-1", None, 1, 1)
+    runs.started([record("job-1")], 1)
 
     flushing = asyncio.ensure_future(runs.flush())
     await asyncio.sleep(0)
-    runs.started("q", "job-2", None, 1, 2)  # while the first write is on its way
+    runs.started([record("job-2")], 2)  # while the first write is on its way
     await flushing
 
     assert [e.job_id for e in trail.appended] == ["job-1"]
@@ -92,15 +97,15 @@ async def test_a_full_batch_is_written_at_once_not_at_the_next_tick() -> None:
     flusher = asyncio.create_task(runs._loop())
     try:
         for n in range(AUDIT_BATCH // 2):
-            runs.started("q", f"job-{n}", None, 0, n)
-            runs.completed("q", f"job-{n}", None, n)
+            runs.started([record(f"job-{n}")], n)
+            runs.completed([record(f"job-{n}")], n)
         for _ in range(100):
             await asyncio.sleep(0.01)
             if trail.appended:
                 break
         assert len(trail.appended) == AUDIT_BATCH and runs._pending == []
 
-        runs.started("q", "job-x", None, 0, 1)  # a partial batch waits for the timer
+        runs.started([record("job-x")], 1)  # a partial batch waits for the timer
         await asyncio.sleep(0.05)
         assert len(trail.appended) == AUDIT_BATCH
     finally:
@@ -115,7 +120,7 @@ async def test_a_full_batch_is_retried_every_tick_not_every_job_while_the_backen
     flusher = asyncio.create_task(runs._loop())
     try:
         for n in range(AUDIT_BATCH * 2):
-            runs.started("q", f"job-{n}", None, 0, n)
+            runs.started([record(f"job-{n}")], n)
             if n % 100 == 0:
                 await asyncio.sleep(0.001)
         await asyncio.sleep(0.12)
@@ -169,8 +174,8 @@ def test_buffered_run_entries_are_not_tracked_by_the_garbage_collector() -> None
     """A busy worker holds tens of thousands of them between flushes; tracked, they made
     the collector run about four times as often (1.3 µs per job, bench/features.py)."""
     runs, _ = recorder()
-    runs.started("q", "job-1", None, 1, 1_700_000_000_000)
-    runs.completed("q", "job-1", None, 1_700_000_000_001)
+    runs.started([record("job-1")], 1_700_000_000_000)
+    runs.completed([record("job-1")], 1_700_000_000_001)
     runs.note("job.end", "q", "job-2", "api", outcome="released")
 
     assert [gc.is_tracked(entry) for entry in runs._pending] == [False, False, False]

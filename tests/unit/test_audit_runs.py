@@ -7,7 +7,13 @@ import pytest
 
 from shigoto import App
 from shigoto.clock import FrozenClock
+from shigoto.job import JobOptions, JobRecord, JobState
 from shigoto.security.audit import RunRecorder, details_of
+
+
+def record(job_id: str, actor: str | None = None, attempts: int = 1) -> JobRecord:
+    options = JobOptions(actor=actor)
+    return JobRecord(job_id, "q", "task", b"{}", options, JobState.ACTIVE, 0, 0, 0, attempts)
 
 
 @pytest.fixture
@@ -21,8 +27,8 @@ def runs() -> RunRecorder:
 def test_the_fast_entries_equal_the_general_ones(
     runs: RunRecorder, actor: str | None, attempt: int
 ) -> None:
-    runs.started("q", "job-1", actor, attempt, 1_000)
-    runs.completed("q", "job-1", actor, 1_000)
+    runs.started([record("job-1", actor, attempt)], 1_000)
+    runs.completed([record("job-1", actor, attempt)], 1_000)
     runs.note("job.start", "q", "job-1", actor, attempt=attempt)
     runs.note("job.end", "q", "job-1", actor, outcome="completed")
 
@@ -43,8 +49,8 @@ def test_nothing_is_buffered_when_run_entries_are_off() -> None:
     app = App("redis://127.0.0.1:1/0", audit=AuditSettings(runs=False))
     runs = RunRecorder(app.audit, "w")
 
-    runs.started("q", "job-1", "alice", 1, 1)
-    runs.completed("q", "job-1", "alice", 2)
+    runs.started([record("job-1", "alice")], 1)
+    runs.completed([record("job-1", "alice")], 2)
     runs.note("job.end", "q", "job-1", "alice", outcome="dead")
 
     assert runs._pending == []

@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..job import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -288,29 +289,36 @@ class RunRecorder:
         parts = self._details[on_behalf_of] = (tail, starts, b'{"outcome":"completed"' + tail)
         return parts
 
-    def started(
-        self, queue: str, job_id: str, on_behalf_of: str | None, attempt: int, at_ms: int
-    ) -> None:
-        """``job.start`` of an attempt: the same entry as :meth:`note` would make, built
-        from pre-encoded parts (this runs for every job a worker starts)."""
+    def started(self, records: Iterable[JobRecord], at_ms: int) -> None:
+        """``job.start`` of each job of a claimed batch (the same entries as :meth:`note`
+        would make, built from pre-encoded parts): the worker calls it once per claim,
+        not once per job, since per-job calls in each job's task cost a no-op job
+        several times what they cost in isolation."""
         if self.enabled:
-            tail, starts, _ = self._details.get(on_behalf_of) or self._details_for(on_behalf_of)
-            details = (
-                starts[attempt]
-                if 0 <= attempt < self.ATTEMPTS_CACHED
-                else b'{"attempt":%d' % attempt + tail
-            )
             pending = self._pending
-            pending.append(AuditEntry(at_ms, self._actor, "job.start", queue, job_id, details))
+            actor, details = self._actor, self._details
+            for record in records:
+                on_behalf_of, attempt = record.options.actor, record.attempts
+                tail, starts, _ = details.get(on_behalf_of) or self._details_for(on_behalf_of)
+                text = (
+                    starts[attempt]
+                    if 0 <= attempt < self.ATTEMPTS_CACHED
+                    else b'{"attempt":%d' % attempt + tail
+                )
+                pending.append(AuditEntry(at_ms, actor, "job.start", record.queue, record.id, text))
             if len(pending) >= AUDIT_BATCH:
                 self._full.set()
 
-    def completed(self, queue: str, job_id: str, on_behalf_of: str | None, at_ms: int) -> None:
-        """``job.end`` with outcome ``completed`` (the common end; see :meth:`started`)."""
+    def completed(self, records: Iterable[JobRecord], at_ms: int) -> None:
+        """``job.end`` with outcome ``completed`` of each job of a batch of completions
+        written (the common end), once they are written."""
         if self.enabled:
-            details = (self._details.get(on_behalf_of) or self._details_for(on_behalf_of))[2]
             pending = self._pending
-            pending.append(AuditEntry(at_ms, self._actor, "job.end", queue, job_id, details))
+            actor, details = self._actor, self._details
+            for record in records:
+                on_behalf_of = record.options.actor
+                text = (details.get(on_behalf_of) or self._details_for(on_behalf_of))[2]
+                pending.append(AuditEntry(at_ms, actor, "job.end", record.queue, record.id, text))
             if len(pending) >= AUDIT_BATCH:
                 self._full.set()
 
