@@ -454,7 +454,7 @@ class Worker:
             leases.append((lease, record.options.timeout_s))
             self._running[record.id] = create_task(self._execute(record, lease))
         self._heartbeat.track_many(leases)
-        self._runs.started([c.record for c in batch], self.app.clock.now_ms())
+        self._runs.started((c.record for c in batch), self.app.clock.now_ms())
 
     # -- running one job ---------------------------------------------------------------
 
