@@ -249,8 +249,8 @@ class RunRecorder:
     Why a full batch goes at once rather than with the timer: a worker doing 45,000
     jobs/s buffered 18,000 entries per ``FLUSH_S`` and then wrote them as 18 appends in
     a row, a burst that Redis (one thread) served while the worker's claims waited
-    behind it. Written as they fill, the run entries cost a no-op drain 4 % of its
-    jobs/s instead of 8 – 10 % (bench/README.md, "Run entries")."""
+    behind it (bench/README.md, "Bare connections, and the first add after a
+    restart")."""
 
     FLUSH_S = 0.2
 
