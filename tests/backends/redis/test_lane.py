@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from shigoto import App
 from shigoto.backends.contract import NewJob, OverlappingEnqueue
 from shigoto.backends.redis import RedisBackend
 from shigoto.backends.redis.backend import ENQUEUE_WINDOW
-from shigoto.backends.redis.lane import OrderedLane
+from shigoto.backends.redis.lane import OrderedLane, pack_commands
 from shigoto.errors import BackendUnavailable
 from shigoto.job import JobOptions
 
@@ -233,3 +235,30 @@ async def test_a_call_sent_again_after_a_restart_never_runs_after_a_later_call(
             await lane.call("DEL", "k")
     finally:
         await lane.close()
+
+
+async def test_commands_sent_together_get_their_replies_in_order_errors_included(
+    rb: RedisBackend,
+) -> None:
+    if rb.is_cluster:
+        pytest.skip("the lane is for standalone Redis")
+    lane = OrderedLane(rb.settings)
+    key = f"{rb.prefix}:lane-many"
+    try:
+        replies = await lane.call_many(
+            [("SET", key, "1"), ("INCRBY", key, 2), ("HGET", key, "f"), ("GET", key)]
+        )
+        assert replies[:2] == [b"OK", 3]
+        assert isinstance(replies[2], ResponseError)  # WRONGTYPE: returned, in step
+        assert replies[3] == b"3"
+        assert await lane.call("DEL", key) == 1
+    finally:
+        await lane.close()
+
+
+def test_commands_sent_together_are_packed_as_hiredis_packs_them() -> None:
+    commands = [("MULTI",), ("XADD", b"k", "*", "n", 1000, "b", b"\x00" * 70_000), ("EXEC",)]
+
+    assert b"".join(pack_commands(commands)) == b"".join(
+        hiredis.pack_command(command) for command in commands
+    )

@@ -97,7 +97,14 @@ class OrderedLane:
     async def call(self, *command: Any, sent: Callable[[], None] | None = None) -> Any:
         """Send ``command`` now, behind the calls made before it, and return its reply
         (an error reply is returned as the exception, not raised). ``sent`` is called
-        once the command is on its way, before the reply is awaited.
+        once the command is on its way, before the reply is awaited."""
+        return (await self.call_many((command,), sent=sent))[0]
+
+    async def call_many(
+        self, commands: Sequence[Sequence[Any]], *, sent: Callable[[], None] | None = None
+    ) -> list[Any]:
+        """:meth:`call` for several commands sent together (a ``MULTI`` ... ``EXEC``
+        block, say): their replies, in order. Nothing else is sent between them.
 
         A call that finds the connection already closed by the server (it restarted
         since the connection was opened: its first use fails) is sent once more on a
@@ -117,9 +124,12 @@ class OrderedLane:
                     before, self._turn = (None if resend else self._turn), mine
                     first = before is None or before.done()
                     try:
-                        await link.send_packed_command(
-                            link.pack_command(*command), check_health=False
+                        packed = (
+                            link.pack_command(*commands[0])
+                            if len(commands) == 1
+                            else pack_commands(commands)
                         )
+                        await link.send_packed_command(packed, check_health=False)
                     except (OSError, RedisConnectionError) as exc:
                         await self._abandon(link)
                         if reused and first and not resend and not isinstance(exc, TimeoutError):
@@ -136,9 +146,7 @@ class OrderedLane:
                     if before is not None:
                         await before
                     async with asyncio.timeout(self._settings.socket_timeout_s):
-                        return await link.read_response(disable_decoding=False)
-                except ResponseError as reply:
-                    return reply  # an error reply: the connection is still in step
+                        return [await _reply(link) for _ in commands]
                 except (RedisTimeoutError, TimeoutError) as exc:  # before OSError, its base
                     # never sent again: a call that timed out may have run
                     await self._abandon(link)
@@ -163,3 +171,31 @@ class OrderedLane:
     async def close(self) -> None:
         if self._link is not None:
             await self._drop(self._link)
+
+
+async def _reply(link: Link) -> Any:
+    """The next reply on ``link``; an error reply is returned, not raised (the
+    connection is still in step after it)."""
+    try:
+        return await link.read_response(disable_decoding=False)
+    except ResponseError as reply:
+        return reply
+
+
+def pack_commands(commands: Sequence[Sequence[Any]]) -> list[bytes]:
+    """``commands`` in the Redis protocol, each argument as it is (no copy).
+
+    redis-py packs with hiredis when it is installed, which costs about 110 µs for one
+    190 KB argument (an audit batch of 1,000 entries), 0.6 ns per byte; this costs 5 µs
+    there, and more than hiredis only for commands of many small arguments (single
+    calls still go through hiredis)."""
+    out: list[bytes] = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if isinstance(arg, str):
+                arg = arg.encode()
+            elif isinstance(arg, int | float):
+                arg = repr(arg).encode()
+            out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return out

@@ -56,6 +56,7 @@ SCRIPT_NAMES: Final = (
     "metrics_alert_transition",
     "metrics_counts_by_name",
     "audit_append",
+    "audit_trim",
     "audit_prune",
     "replace_payload",
     "batch_create",
