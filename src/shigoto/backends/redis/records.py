@@ -24,6 +24,7 @@ import msgspec
 from ...errors import ConfigurationError
 from ...job import AttemptError, JobOptions, JobRecord, JobState, Retention
 from ..contract import NewJob
+from ..stored_options import changed_options, options_from
 
 NO_LIMIT = -1
 
@@ -32,7 +33,10 @@ class StoredData(msgspec.Struct, array_like=True, frozen=True):
     """The immutable part of a job the scripts never read (hash ``data``)."""
 
     payload: bytes
-    options: JobOptions
+    options: msgspec.Raw
+    """MessagePack map of the options that differ from the frozen base (about 25
+    bytes instead of 215, see :mod:`shigoto.backends.stored_options`); jobs stored
+    before hold them all, and read the same."""
 
 
 class StoredState(msgspec.Struct):
@@ -64,13 +68,21 @@ class StoredState(msgspec.Struct):
 _STATES = {state.value: state for state in JobState}
 _data_encoder = msgspec.msgpack.Encoder()
 _data_decoder = msgspec.msgpack.Decoder(StoredData)
+_options_map = msgspec.msgpack.Decoder(dict[str, Any])
 _state_decoder = msgspec.msgpack.Decoder(StoredState)
 _errors_decoder = msgspec.json.Decoder(list[AttemptError])
 _json = msgspec.json.Encoder()
 
 
 def encode_data(payload: bytes, options: JobOptions) -> bytes:
-    return _data_encoder.encode(StoredData(payload, options))
+    return _data_encoder.encode(StoredData(payload, msgspec.Raw(_options_parts(options)[2])))
+
+
+@lru_cache(maxsize=256)
+def _decode_options(raw: bytes) -> JobOptions:
+    """Options as stored, decoded once per distinct value (the jobs of a handler share
+    theirs, and a ``JobOptions`` is immutable)."""
+    return options_from(_options_map.decode(raw))
 
 
 def encode_json(value: Any) -> bytes:
@@ -102,14 +114,15 @@ def decode_errors(errors: bytes | None) -> list[AttemptError]:
         return [_corrupt("the stored error history could not be decoded")]
 
 
-def _decode_data(data: bytes) -> StoredData:
+def _decode_data(data: bytes) -> tuple[bytes, JobOptions]:
     try:
-        return _data_decoder.decode(data)
+        stored = _data_decoder.decode(data)
+        return stored.payload, _decode_options(bytes(stored.options))
     except (msgspec.DecodeError, msgspec.ValidationError):
         # Damaged outside shigoto: read (and run) as an empty payload with default
         # options, which the worker dead-letters as ``bad_payload`` — instead of failing
         # the claim of the healthy jobs around it and every listing of the queue.
-        return StoredData(b"", JobOptions())
+        return b"", JobOptions()
 
 
 def _corrupt(message: str) -> AttemptError:
@@ -135,13 +148,13 @@ def decode_record(
 ) -> tuple[JobRecord, str | None]:
     """A stored job as a record, plus its current lease token (None when not active)."""
     st = _state_decoder.decode(state)
-    dt = _decode_data(data)
+    payload, options = _decode_data(data)
     record = JobRecord(
         id=job_id if isinstance(job_id, str) else job_id.decode(),
         queue=queue,
         name=st.n,
-        payload=dt.payload,
-        options=dt.options,
+        payload=payload,
+        options=options,
         state=_STATES[st.s],
         priority=st.p,
         created_ms=st.cm,
@@ -323,14 +336,14 @@ _FIXMAP_HEADERS = [bytes((_FIXMAP | count,)) for count in range(16)]
 
 @lru_cache(maxsize=256)
 def _options_parts(options: JobOptions) -> tuple[bytes, int, bytes]:
-    """(state map body, its entry count, packed options): the same for every job of a
+    """(state map body, its entry count, stored options): the same for every job of a
     bulk add that shares its options, so each is encoded once."""
     keep = retention_args(options.remove_on_complete)
     fail = retention_args(options.remove_on_fail)
     body = _packer.encode(
         _OptionsPart(options.priority, options.max_stalls, keep[0], keep[1], fail[0], fail[1])
     )
-    return body[1:], body[0] - _FIXMAP, _packer.encode(options)
+    return body[1:], body[0] - _FIXMAP, _packer.encode(changed_options(options))
 
 
 def new_state(job: NewJob, ready_ms: int, now_ms: int) -> bytes:

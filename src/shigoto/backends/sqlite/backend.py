@@ -50,6 +50,7 @@ from ..contract import (
     NewJob,
     Recovered,
 )
+from ..stored_options import changed_options, options_from
 from .audit import SqliteAudit
 from .batches import SqliteBatches
 from .connection import SerialConnection
@@ -84,7 +85,6 @@ ENQUEUE_CHUNK = 2000
 TRIM_LIMIT = 1000
 PROMOTE_ON_CLAIM = 1000
 
-_options_decoder = msgspec.json.Decoder(JobOptions)
 _errors_decoder = msgspec.json.Decoder(list[AttemptError])
 _encoder = msgspec.json.Encoder()
 
@@ -762,51 +762,19 @@ def _job_options(conn: sqlite3.Connection, lease: Lease) -> JobOptions | None:
     return None if row is None else _decode_options(row[0])
 
 
-OPTIONS_BASE: dict[str, Any] = {
-    "attempts": 3,
-    "backoff": {"kind": "exponential", "delay_s": 2.0, "max_delay_s": 60.0, "jitter": 0.0},
-    "timeout_s": None,
-    "priority": 0,
-    "remove_on_complete": {"count": None, "age_s": None},
-    "remove_on_fail": {"count": None, "age_s": None},
-    "max_stalls": 1,
-    "actor": None,
-    "traceparent": None,
-    "tracestate": None,
-}
-"""What a stored ``options`` object leaves out: a job stores only the fields that
-differ from this (usually its actor alone: ~30 bytes instead of ~290). Smaller rows
-are fewer pages written per claim and per completion (WAL frames per batch of 50:
-24.6 -> 16.4), and fewer bytes returned by each claim. A frozen literal, equal to the
-``JobOptions()`` defaults of the version that introduced it, never computed from
-them: if those defaults change, stored jobs keep the options they were enqueued with.
-Rows written before (every field present) decode the same way."""
-
-_OPTION_FIELDS = frozenset(JobOptions.__struct_fields__)
-
-
 @functools.lru_cache(maxsize=256)
 def _encode_options(options: JobOptions) -> bytes:
-    """``options`` as stored: the fields that differ from :data:`OPTIONS_BASE` (cached:
-    the jobs of one handler mostly share one options value)."""
-    full = msgspec.to_builtins(options)
-    return _encoder.encode(
-        {key: value for key, value in full.items() if OPTIONS_BASE.get(key, _MISSING) != value}
-    )
-
-
-_MISSING = object()
+    """``options`` as stored (:mod:`shigoto.backends.stored_options`), cached: the jobs
+    of one handler mostly share one options value."""
+    return _encoder.encode(changed_options(options))
 
 
 @functools.lru_cache(maxsize=256)
 def _decode_options(raw: bytes) -> JobOptions:
-    """Options as stored (see :data:`OPTIONS_BASE`): the jobs of one bulk enqueue share
-    the same bytes, and a ``JobOptions`` is immutable, so each distinct value is
-    decoded once, not per claim and again per completion."""
-    stored = msgspec.json.decode(raw, type=dict[str, Any])
-    merged = {key: value for key, value in OPTIONS_BASE.items() if key in _OPTION_FIELDS}
-    merged.update(stored)
-    return _options_decoder.decode(_encoder.encode(merged))
+    """Options as stored: the jobs of one bulk enqueue share the same bytes, and a
+    ``JobOptions`` is immutable, so each distinct value is decoded once, not per claim
+    and again per completion."""
+    return options_from(msgspec.json.decode(raw, type=dict[str, Any]))
 
 
 def _decodes_options(raw: Any) -> bool:

@@ -265,6 +265,9 @@ end
 -- lease them ----------------------------------------------------------------------------
 local packed = redis.call('HMGET', jobs, unpack(ids))
 local states, job_args, active_args, corrupt = {}, {}, {}, {}
+-- formatted once, not per job (0.36 us each)
+local lease_score, now_score = int(lease_until), int(now)
+local group_stamp = string.format('%015d', now)
 local rate_args, grate_args, grate_exp_args = {}, {}, {}
 for n, id in ipairs(ids) do
   local until_ms = lease_until
@@ -290,17 +293,17 @@ for n, id in ipairs(ids) do
   states[n] = cmsgpack.pack(job)
   job_args[#job_args + 1] = id
   job_args[#job_args + 1] = states[n]
-  active_args[#active_args + 1] = int(until_ms)
+  active_args[#active_args + 1] = corrupt[n] and int(until_ms) or lease_score
   active_args[#active_args + 1] = id
   if rate_max then
-    rate_args[#rate_args + 1] = int(now)
+    rate_args[#rate_args + 1] = now_score
     rate_args[#rate_args + 1] = job.t
   end
   if group_max and type(job.g) == 'string' then
-    local member = job.g .. '\0' .. string.format('%015d', now) .. job.t
+    local member = job.g .. '\0' .. group_stamp .. job.t
     grate_args[#grate_args + 1] = 0
     grate_args[#grate_args + 1] = member
-    grate_exp_args[#grate_exp_args + 1] = int(now)
+    grate_exp_args[#grate_exp_args + 1] = now_score
     grate_exp_args[#grate_exp_args + 1] = member
   end
 end
