@@ -92,6 +92,9 @@ local function store_batch(k, argv, first, count, now, base, out)
   end
   local existing = redis.call('HMGET', k.data, unpack(ids))
   local seen = {}
+  -- the jobs of a batch mostly share their priority and ready time: each distinct one
+  -- is formatted once (0.25 us of Redis per job)
+  local scores, prefixes = {}, {}
   local data_args, job_args, wait_args, delayed_args = {}, {}, {}, {}
   for n = 1, count do
     local i = first + (n - 1) * 7
@@ -112,8 +115,19 @@ local function store_batch(k, argv, first, count, now, base, out)
         delayed_args[#delayed_args + 1] = string.format('%015d', seq) .. id
       else
         state = 'waiting'
-        wait_args[#wait_args + 1] = int(-tonumber(argv[i + 1]))
-        wait_args[#wait_args + 1] = string.format('%015d%015d', ready, seq) .. id
+        local priority = argv[i + 1]
+        local score = scores[priority]
+        if not score then
+          score = int(-tonumber(priority))
+          scores[priority] = score
+        end
+        local prefix = prefixes[argv[i + 2]]
+        if not prefix then
+          prefix = string.format('%015d', ready)
+          prefixes[argv[i + 2]] = prefix
+        end
+        wait_args[#wait_args + 1] = score
+        wait_args[#wait_args + 1] = prefix .. string.format('%015d', seq) .. id
       end
       seen[id] = state
       data_args[#data_args + 1] = id
