@@ -317,15 +317,17 @@ if #grate_args > 0 then
   redis.call('ZADD', grate_exp, unpack(grate_exp_args))
 end
 local blobs = redis.call('HMGET', data, unpack(ids))
-local errs = redis.call('HMGET', errors, unpack(ids))
-local progs = redis.call('HMGET', progress, unpack(ids))
+-- most queues hold no error history or progress at all: nothing to read then
+local errs = redis.call('EXISTS', errors) == 1 and redis.call('HMGET', errors, unpack(ids)) or {}
+local progs = redis.call('EXISTS', progress) == 1 and redis.call('HMGET', progress, unpack(ids))
+  or {}
 for n, id in ipairs(ids) do
   if not corrupt[n] then  -- a damaged job is not returned: nothing to run
     out[#out + 1] = id
     out[#out + 1] = states[n]
     out[#out + 1] = blobs[n]
-    out[#out + 1] = errs[n]
-    out[#out + 1] = progs[n]
+    out[#out + 1] = errs[n] or false  -- nil would end the reply here
+    out[#out + 1] = progs[n] or false
   end
 end
 
