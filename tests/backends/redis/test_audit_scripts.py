@@ -14,6 +14,7 @@ from shigoto.backends.contract import AuditEntry, AuditFilter
 from shigoto.backends.redis import RedisBackend, plumbing
 from shigoto.backends.redis import audit as redis_audit
 from shigoto.backends.redis.scripts import BAD_ARGUMENTS, OVER_LIMIT, Script, load_scripts
+from shigoto.errors import ShigotoError
 
 T0 = 1_700_000_000_000
 SCRIPTS = load_scripts()
@@ -83,6 +84,13 @@ async def test_on_standalone_redis_an_append_runs_no_script(
 
     assert await held(rb) == 1000
     assert await rb._call("XLEN", rb._audit_key) == 1
+
+
+async def test_an_append_that_redis_refuses_says_so(rb: RedisBackend) -> None:
+    await rb._call("SET", rb._audit_key, "not a stream")
+
+    with pytest.raises(ShigotoError, match="WRONGTYPE"):
+        await rb.audit_append([entry(0)])
 
 
 async def test_trim_deletes_the_oldest_items_while_over_the_cap(rb: RedisBackend) -> None:

@@ -76,7 +76,7 @@ class RedisAudit(RedisPlumbing):
             return
         stream, counter = self._audit_keys
         _, held = await self._transaction(
-            (("XADD", stream, "*", "n", count, "b", blob), ("INCRBY", counter, count)), self._lane
+            self._lane, (("XADD", stream, "*", "n", count, "b", blob), ("INCRBY", counter, count))
         )
         if int(held) > AUDIT_MAXLEN:
             await self._run("audit_trim", self._audit_keys, (AUDIT_MAXLEN,))

@@ -170,35 +170,21 @@ class RedisPlumbing:
             return await self._run(name, keys, args)
         return await self._run_on_lane(lane, name, keys, args)
 
-    async def _transaction(
-        self, commands: Sequence[Sequence[Any]], lane: OrderedLane | None = None
-    ) -> list[Any]:
-        """Run ``commands`` as one ``MULTI`` ... ``EXEC`` block on standalone Redis, on
-        ``lane`` when given (in its call order) else on the pool; their replies.
+    async def _transaction(self, lane: OrderedLane, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run ``commands`` as one ``MULTI`` ... ``EXEC`` block on ``lane`` (standalone
+        Redis, in the lane's call order); their replies.
 
         For writes whose arguments are big and need no logic on the server: every byte
         a script receives costs Redis about 1 ns (it is copied into Lua and hashed), so
         a 190 KB audit batch cost 210 µs before the script's first line ran, and 53 µs
         as a plain ``XADD``."""
-        try:
-            if lane is not None:
-                *queued, replies = await lane.call_many((("MULTI",), *commands, ("EXEC",)))
-                for reply in (*queued, *(replies if isinstance(replies, list) else ())):
-                    if isinstance(reply, ResponseError):
-                        raise reply
-                if not isinstance(replies, list):
-                    raise ResponseError(f"the transaction was aborted ({replies!r})")
-                return replies
-            client = self._client or await self._client_ready()
-            async with asyncio.timeout(self.settings.socket_timeout_s):
-                async with client.pipeline(transaction=True) as pipe:
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    return list(await pipe.execute())
-        except (RedisConnectionError, RedisTimeoutError, ClusterError, TimeoutError) as exc:
-            raise unavailable(self.settings, exc) from exc
-        except ResponseError as exc:
-            raise ShigotoError(f"Redis {commands[0][0]} failed: {exc}") from exc
+        *queued, replies = await lane.call_many((("MULTI",), *commands, ("EXEC",)))
+        for reply in (*queued, *(replies if isinstance(replies, list) else ())):
+            if isinstance(reply, ResponseError):
+                raise ShigotoError(f"Redis {commands[0][0]} failed: {reply}")
+        if not isinstance(replies, list):
+            raise ShigotoError(f"Redis {commands[0][0]} failed: the transaction was aborted")
+        return replies
 
     async def _call(self, *command: Any) -> Any:
         client = self._client or await self._client_ready()
