@@ -144,7 +144,7 @@ class Worker:
         self._slot = asyncio.Event()
         self._ack_event = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._parked: asyncio.Task[list[Claimed]] | None = None
+        self._parked: asyncio.Task[int] | None = None
         """The idle wait-then-claim in progress (see :meth:`_wait_and_claim`)."""
         self._stop_before_start = (False, False)
         self._backend: Backend | None = None
@@ -384,19 +384,10 @@ class Worker:
         if self._stopping.is_set():
             return 0
         assert self._loop is not None
-        task = self._loop.create_task(
-            waker.wait_and_claim(
-                self.queues[0],
-                limit=free,
-                worker_id=self.id,
-                lease_ms=self._lease_ms,
-                timeout_s=self.settings.idle_wait_s,
-                clock=self.app.clock.now_ms,
-            )
-        )
+        task = self._loop.create_task(self._park(waker, free))
         self._parked = task
         try:
-            batch = await task
+            return await task
         except asyncio.CancelledError:
             current = asyncio.current_task(self._loop)
             if task.cancelled() and current is not None and not current.cancelling():
@@ -404,6 +395,19 @@ class Worker:
             raise
         finally:
             self._parked = None
+
+    async def _park(self, waker: ClaimsOnWake, free: int) -> int:
+        """The parked wait, and the start of what it claimed in the same event-loop
+        turn as its reply: started after this task ended instead, the jobs waited one
+        more turn for the fetch loop to resume (enqueue → start latency)."""
+        batch = await waker.wait_and_claim(
+            self.queues[0],
+            limit=free,
+            worker_id=self.id,
+            lease_ms=self._lease_ms,
+            timeout_s=self.settings.idle_wait_s,
+            clock=self.app.clock.now_ms,
+        )
         if batch:
             self._start(batch)
         return len(batch)
