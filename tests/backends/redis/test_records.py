@@ -15,6 +15,13 @@ from shigoto.backends.redis.records import QueueKeys
 from shigoto.job import JobOptions, Retention
 
 
+class _StoredDataBefore(msgspec.Struct, array_like=True):
+    """``StoredData`` as the version before this layout decoded it."""
+
+    payload: bytes
+    options: JobOptions
+
+
 async def test_a_job_stores_only_the_options_that_differ_and_reads_them_back_whole(
     rb: RedisBackend, keys: QueueKeys, raw: Any, queue_name: str
 ) -> None:
@@ -31,6 +38,10 @@ async def test_a_job_stores_only_the_options_that_differ_and_reads_them_back_who
     }
     record = await rb.get(queue_name, "j1")
     assert record is not None and record.options == options
+    # a worker of the version before reads it too (a rolling upgrade): every option it
+    # leaves out has a default equal to the frozen base
+    before = msgspec.msgpack.decode(await raw.hget(keys.data, "j1"), type=_StoredDataBefore)
+    assert before.options == options
 
     # stored by an older version: every option in full
     await raw.hset(keys.data, "j1", msgspec.msgpack.encode([b'{"n":1}', options]))
