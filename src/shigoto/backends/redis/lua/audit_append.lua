@@ -1,13 +1,15 @@
---[[ audit_append: append one call's audit entries to the audit stream, as one item (on
-a Redis Cluster; standalone Redis appends with a plain MULTI / XADD / INCRBY / EXEC and
-calls audit_trim.lua only when over the cap: a script pays about 1 ns per byte of its
-arguments, 210 µs for a batch of 1,000 entries, before its first line runs).
+--[[ audit_append: append one call's audit entries to the audit stream, as one item.
 
 KEYS[1] audit stream ({prefix}:audit, its own slot)
 KEYS[2] entry count ({prefix}:audit:count, a string: entries the stream holds)
 ARGV[1] cap on the entries kept (0: no cap)
 ARGV[2] number of entries in ARGV[3] (1..1000)
 ARGV[3] the entries, oldest first: one MessagePack array of entry maps (opaque here)
+
+Run on a Redis Cluster only: standalone Redis appends with a plain MULTI / XADD /
+INCRBY / EXEC and calls audit_trim.lua only when over the cap, since a script pays
+about 1 ns per byte of its arguments (210 us for a batch of 1,000 entries) before its
+first line runs.
 
 Returns: the number of entries appended
 Errors:  -2  more than 1000 entries in one call
