@@ -36,7 +36,7 @@ end
 -- one read and a handful of writes for the whole batch, not a few calls per job
 local packed = redis.call('HMGET', jobs, unpack(ids))
 local out, policies, seen = {}, {}, {}
--- fin_member's time prefix, formatted once for the batch (job.fm is `now` for all)
+-- the completed index's time prefix, formatted once (job.fm is `now` for all)
 local fin_prefix = string.format('%015d', now)
 local finished, removed, job_args, index_args, result_args = {}, {}, {}, {}, {}
 for n, id in ipairs(ids) do
@@ -58,7 +58,7 @@ for n, id in ipairs(ids) do
       job_args[#job_args + 1] = id
       job_args[#job_args + 1] = cmsgpack.pack(job)
       index_args[#index_args + 1] = 0
-      index_args[#index_args + 1] = fin_prefix .. string.format('%015d', job.q) .. id
+      index_args[#index_args + 1] = fin_member(job, id, fin_prefix)
       if value ~= '' then
         result_args[#result_args + 1] = id
         result_args[#result_args + 1] = value

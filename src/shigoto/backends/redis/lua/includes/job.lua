@@ -69,8 +69,9 @@ local function seq_member(job, id)
   return string.format('%015d', job.q) .. id
 end
 
-local function fin_member(job, id)
-  return string.format('%015d%015d', job.fm, job.q) .. id
+-- `at`: job.fm already formatted (%015d), when a batch shares it (complete.lua)
+local function fin_member(job, id, at)
+  return (at or string.format('%015d', job.fm)) .. string.format('%015d', job.q) .. id
 end
 
 -- wait and final-state members both carry a 30-character ordering prefix
