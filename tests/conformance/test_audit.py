@@ -7,6 +7,7 @@ import msgspec
 import pytest
 
 from shigoto.backends import Backend
+from shigoto.backends.audit_groups import AuditGroup, GroupedEntries
 from shigoto.backends.contract import AuditEntry, AuditFilter
 
 from .support import T0, claim_one, enqueue, new_job, record, storage_name
@@ -45,6 +46,29 @@ async def test_entries_come_back_newest_first_exactly_as_appended(backend: Backe
 
     assert page.items == list(reversed(entries))
     assert page.cursor is None
+
+
+async def test_grouped_entries_are_appended_and_read_as_the_entries_they_hold(
+    backend: Backend,
+) -> None:
+    # a bulk add hands its enqueue entries over as groups (shigoto.backends.audit_groups)
+    details = msgspec.json.encode({"name": "task"})
+    grouped = GroupedEntries(
+        [
+            AuditGroup(T0, "alice", "enqueue", "q", details, ["j1", "j2", "j3"]),
+            AuditGroup(T0, "bob", "enqueue", "q", details, ["j4"]),
+        ]
+    )
+    await backend.audit_append([entry(0)])
+    await backend.audit_append(grouped)
+    await backend.audit_append([entry(9)])
+
+    newest_first = await all_entries(backend, AuditFilter(), limit=2)
+
+    assert newest_first == list(reversed([entry(0), *grouped, entry(9)]))
+    assert await all_entries(backend, AuditFilter(actor="bob")) == [grouped[3]]
+    alice = await all_entries(backend, AuditFilter(actor="alice"))
+    assert [e.job_id for e in alice] == ["job-9", "j3", "j2", "j1", "job-0"]
 
 
 async def test_filters_combine_and_a_job_s_history_is_found_among_others(

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..backends.audit_groups import AuditGroup, GroupedEntries
 from ..backends.contract import AUDIT_BATCH, AuditEntry, AuditFilter, Backend, Enqueued, NewJob
 from ..errors import ConfigurationError
 
@@ -214,21 +215,24 @@ class Audit:
 
 def enqueue_entries(
     jobs: Sequence[NewJob], done: Sequence[Enqueued], now_ms: int
-) -> list[AuditEntry]:
-    """One ``enqueue`` entry per job actually created (built cheaply: this runs for
-    every job of a bulk add)."""
-    details: dict[str, bytes] = {}
-    out = []
+) -> GroupedEntries:
+    """One ``enqueue`` entry per job actually created, held as groups of entries that
+    differ only in the job id (a bulk add's chunk is usually one group: same queue,
+    name and actor), since this runs for every job of a bulk add."""
+    groups: list[AuditGroup] = []
+    ids: list[str] = []
+    last: tuple[str, str, str] | None = None
     for new, result in zip(jobs, done, strict=True):
         if not result.created:
             continue
-        name = new.name
-        encoded = details.get(name)
-        if encoded is None:
-            encoded = details[name] = _json.encode({"name": name})
-        actor = new.options.actor or "unknown"
-        out.append(AuditEntry(now_ms, actor, "enqueue", new.queue, new.id, encoded))
-    return out
+        alike = (new.options.actor or "unknown", new.queue, new.name)
+        if alike != last:
+            last = alike
+            ids = []
+            details = _json.encode({"name": new.name})
+            groups.append(AuditGroup(now_ms, alike[0], "enqueue", new.queue, details, ids))
+        ids.append(new.id)
+    return GroupedEntries(groups)
 
 
 def details_of(entry: AuditEntry) -> dict[str, Any]:

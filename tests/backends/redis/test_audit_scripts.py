@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from shigoto.backends.audit_groups import AuditGroup, GroupedEntries
 from shigoto.backends.contract import AuditEntry, AuditFilter
 from shigoto.backends.redis import RedisBackend, plumbing
 from shigoto.backends.redis import audit as redis_audit
@@ -42,6 +43,32 @@ async def test_one_call_is_one_stream_item_and_the_count_follows(rb: RedisBacken
     assert await held(rb) == 6
     page = await rb.audit_query(AuditFilter(), limit=100)
     assert [e.at_ms for e in page.items] == [T0 + n for n in reversed(range(6))]
+
+
+async def test_grouped_entries_are_stored_as_their_groups(rb: RedisBackend) -> None:
+    # a bulk add's chunk: 1,000 enqueue entries alike but for the job id, stored as one
+    # group (the ids and one copy of the rest) instead of 1,000 entry maps
+    ids = [f"{n:024x}" for n in range(1000)]
+    groups = [AuditGroup(T0, "alice", "enqueue", "q", b'{"name":"task"}', ids)]
+    await rb.audit_append(GroupedEntries(groups))
+
+    [[_, stored]] = await rb._call("XRANGE", rb._audit_key, "-", "+")
+    assert stored.keys() == {b"n", b"g"}
+    assert int(stored[b"n"]) == await held(rb) == 1000
+    assert len(stored[b"g"]) < 26 * 1000  # 117 bytes per entry as maps
+    page = await rb.audit_query(AuditFilter(), limit=1000)
+    assert page.items == list(reversed(list(GroupedEntries(groups))))
+
+
+async def test_the_cluster_script_appends_groups_under_their_own_field(rb: RedisBackend) -> None:
+    groups = [AuditGroup(T0, "alice", "enqueue", "q", None, ["a", "b"])]
+    script, keys = SCRIPTS["audit_append"], rb._audit_keys
+
+    assert await rb._eval(script, keys, (0, 2, _encode(groups), "g")) == 2
+    assert await rb._eval(script, keys, (0, 2, _encode(groups), "x")) == BAD_ARGUMENTS
+
+    page = await rb.audit_query(AuditFilter())
+    assert [e.job_id for e in page.items] == ["b", "a"]
 
 
 async def test_over_the_cap_the_oldest_items_go_whole(rb: RedisBackend) -> None:

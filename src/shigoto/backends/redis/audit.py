@@ -6,7 +6,10 @@ global, and a stream appends in O(1)). Each ``audit_append`` call is **one** str
 item holding all its entries (fields ``n``: how many, ``b``: a MessagePack array):
 a worker writes two entries per job and a bulk enqueue one per job, and one XADD per
 entry cost Redis ~3 µs each, which a busy worker felt as a third of its throughput.
-Items written before that hold one entry each (field ``e``); both are read.
+Items written before that hold one entry each (field ``e``); both are read. Entries
+handed over as groups (:class:`~shigoto.backends.audit_groups.GroupedEntries`: a bulk
+add's ``enqueue`` entries) are stored as such, field ``g`` instead of ``b``: 25 bytes
+per entry instead of 117.
 
 On standalone Redis an append is a plain ``MULTI`` / ``XADD`` / ``INCRBY`` / ``EXEC``,
 not a script: a script pays about 1 ns of Redis CPU per byte of its arguments (they are
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 import msgspec
 
 from ...errors import ConfigurationError
+from ..audit_groups import AuditGroup, GroupedEntries
 from ..contract import AUDIT_BATCH, AuditEntry, AuditFilter, AuditPage
 from .plumbing import RedisPlumbing
 from .records import StoredData, queue_keys
@@ -48,6 +52,7 @@ past the bound."""
 _encode = msgspec.msgpack.Encoder().encode
 _entry = msgspec.msgpack.Decoder(AuditEntry)
 _batch = msgspec.msgpack.Decoder(list[AuditEntry])
+_groups = msgspec.msgpack.Decoder(list[AuditGroup])
 _data = msgspec.msgpack.Decoder(StoredData)
 
 
@@ -70,13 +75,17 @@ class RedisAudit(RedisPlumbing):
             return
         if self._client is None:
             await self._client_ready()  # a cluster is known once connected
-        count, blob = len(entries), _encode(list(entries))
+        count = len(entries)
+        if isinstance(entries, GroupedEntries):
+            field, blob = b"g", _encode(entries.groups)
+        else:
+            field, blob = b"b", _encode(list(entries))
         if self._cluster:
-            await self._run("audit_append", self._audit_keys, (AUDIT_MAXLEN, count, blob))
+            await self._run("audit_append", self._audit_keys, (AUDIT_MAXLEN, count, blob, field))
             return
         stream, counter = self._audit_keys
         _, held = await self._transaction(
-            self._lane, (("XADD", stream, "*", "n", count, "b", blob), ("INCRBY", counter, count))
+            self._lane, (("XADD", stream, "*", "n", count, field, blob), ("INCRBY", counter, count))
         )
         if int(held) > AUDIT_MAXLEN:
             await self._run("audit_trim", self._audit_keys, (AUDIT_MAXLEN,))
@@ -160,6 +169,9 @@ def _entries(fields: dict[bytes, bytes] | list[bytes]) -> list[AuditEntry]:
     batch = get(b"b")
     if batch is not None:
         return _batch.decode(batch)
+    grouped = get(b"g")
+    if grouped is not None:
+        return [entry for group in _groups.decode(grouped) for entry in group.entries()]
     single = get(b"e")
     return [] if single is None else [_entry.decode(single)]
 

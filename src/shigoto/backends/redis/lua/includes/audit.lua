@@ -3,7 +3,8 @@
 plain XADD on standalone Redis) both call it.
 
 Layout: KEYS stream ({prefix}:audit), items of `n` entries (`b`: one MessagePack array
-of them; older items: one entry, `e`); counter ({prefix}:audit:count) the entries held.
+of them, or `g`: of groups of them; older items: one entry, `e`); counter
+({prefix}:audit:count) the entries held.
 ]]
 
 local TRIM_ITEMS = 100
