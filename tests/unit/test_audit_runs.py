@@ -32,7 +32,7 @@ def test_the_fast_entries_equal_the_general_ones(
     runs.note("job.start", "q", "job-1", actor, attempt=attempt)
     runs.note("job.end", "q", "job-1", actor, outcome="completed")
 
-    fast_start, fast_end, start, end = runs._pending
+    fast_start, fast_end, start, end = runs.pending
     assert fast_start == start and fast_end == end
     assert details_of(fast_start) == {
         "attempt": attempt,
@@ -53,4 +53,27 @@ def test_nothing_is_buffered_when_run_entries_are_off() -> None:
     runs.completed([record("job-1", "alice")], 2)
     runs.note("job.end", "q", "job-1", "alice", outcome="dead")
 
-    assert runs._pending == []
+    assert list(runs.pending) == []
+
+
+def test_a_claimed_batch_is_held_as_groups_alike_but_for_the_job_id(runs: RunRecorder) -> None:
+    # one group per run of jobs with the same details (enqueuer, attempt) and queue
+    runs.started(
+        [
+            record("a", "alice"),
+            record("b", "alice"),
+            record("c", "bob"),
+            record("d", "bob"),
+            record("e", "bob", attempts=2),
+        ],
+        1_000,
+    )
+    runs.completed([record("a", "alice"), record("b", "alice")], 1_001)
+
+    assert [(g.action, g.job_ids) for g in runs._pending] == [
+        ("job.start", ["a", "b"]),
+        ("job.start", ["c", "d"]),
+        ("job.start", ["e"]),
+        ("job.end", ["a", "b"]),
+    ]
+    assert [e.job_id for e in runs.pending] == ["a", "b", "c", "d", "e", "a", "b"]

@@ -262,7 +262,14 @@ class RunRecorder:
         self.audit = audit
         self.worker_id = worker_id
         self.enabled = audit.settings.enabled and audit.settings.runs
-        self._pending: list[AuditEntry] = []
+        self._pending: list[AuditGroup] = []
+        """Entries not written yet, as groups alike but for the job id: the entries of
+        one claimed batch (or of one batch of completions) usually differ only in that,
+        and grouped they cost less to build, encode and store (see
+        :mod:`shigoto.backends.audit_groups`). A group is never extended after the call
+        that made it, so one being written does not change meanwhile."""
+        self._count = 0
+        """How many entries ``_pending`` holds."""
         self._full = asyncio.Event()
         """Set when ``_pending`` holds a whole batch: the flush task writes it now."""
         self._task: asyncio.Task[None] | None = None
@@ -271,7 +278,7 @@ class RunRecorder:
         """Whether ``_backend`` was opened here (and is closed here)."""
         self._flushing = asyncio.Lock()
         self._written = 0
-        """Entries written so far (with ``_pending``: a position in the sequence of all
+        """Entries written so far (with ``_count``: a position in the sequence of all
         entries, which tells a flush where to stop)."""
         self._actor = f"worker:{worker_id}"
         self._details: dict[str | None, tuple[bytes, tuple[bytes, ...], bytes]] = {}
@@ -293,14 +300,19 @@ class RunRecorder:
         parts = self._details[on_behalf_of] = (tail, starts, b'{"outcome":"completed"' + tail)
         return parts
 
+    @property
+    def pending(self) -> GroupedEntries:
+        """The entries not written yet, oldest first."""
+        return GroupedEntries(self._pending)
+
     def started(self, records: Iterable[JobRecord], at_ms: int) -> None:
         """``job.start`` of each job of a claimed batch (the same entries as :meth:`note`
         would make, built from pre-encoded parts): the worker calls it once per claim,
         not once per job, since per-job calls in each job's task cost a no-op job
         several times what they cost in isolation."""
         if self.enabled:
-            pending = self._pending
-            actor, details = self._actor, self._details
+            details = self._details
+            group: AuditGroup | None = None
             for record in records:
                 on_behalf_of, attempt = record.options.actor, record.attempts
                 tail, starts, _ = details.get(on_behalf_of) or self._details_for(on_behalf_of)
@@ -309,21 +321,29 @@ class RunRecorder:
                     if 0 <= attempt < self.ATTEMPTS_CACHED
                     else b'{"attempt":%d' % attempt + tail
                 )
-                pending.append(AuditEntry(at_ms, actor, "job.start", record.queue, record.id, text))
-            if len(pending) >= AUDIT_BATCH:
+                if group is None or group.details is not text or group.queue != record.queue:
+                    group = AuditGroup(at_ms, self._actor, "job.start", record.queue, text, [])
+                    self._pending.append(group)
+                group.job_ids.append(record.id)
+                self._count += 1
+            if self._count >= AUDIT_BATCH:
                 self._full.set()
 
     def completed(self, records: Iterable[JobRecord], at_ms: int) -> None:
         """``job.end`` with outcome ``completed`` of each job of a batch of completions
         written (the common end), once they are written."""
         if self.enabled:
-            pending = self._pending
-            actor, details = self._actor, self._details
+            details = self._details
+            group: AuditGroup | None = None
             for record in records:
                 on_behalf_of = record.options.actor
                 text = (details.get(on_behalf_of) or self._details_for(on_behalf_of))[2]
-                pending.append(AuditEntry(at_ms, actor, "job.end", record.queue, record.id, text))
-            if len(pending) >= AUDIT_BATCH:
+                if group is None or group.details is not text or group.queue != record.queue:
+                    group = AuditGroup(at_ms, self._actor, "job.end", record.queue, text, [])
+                    self._pending.append(group)
+                group.job_ids.append(record.id)
+                self._count += 1
+            if self._count >= AUDIT_BATCH:
                 self._full.set()
 
     def start(self, backend: Backend) -> None:
@@ -349,15 +369,10 @@ class RunRecorder:
             details["worker_id"] = self.worker_id
             if on_behalf_of:
                 details["for"] = on_behalf_of
-            self._pending.append(
-                self.audit.entry(
-                    action,
-                    queue=queue,
-                    job_id=job_id,
-                    actor=f"worker:{self.worker_id}",
-                    details=details,
-                )
-            )
+            encoded = _json.encode(details)
+            at_ms = self.audit.app.clock.now_ms()
+            self._pending.append(AuditGroup(at_ms, self._actor, action, queue, encoded, [job_id]))
+            self._count += 1
 
     async def _loop(self) -> None:
         while True:
@@ -380,16 +395,17 @@ class RunRecorder:
         """
         if not self._pending or self._backend is None:
             return True
-        upto = self._written + len(self._pending)
+        upto = self._written + self._count
         async with self._flushing:
             while self._written < upto:
-                batch = self._pending[: min(AUDIT_BATCH, upto - self._written)]
+                batch = self.pending[: min(AUDIT_BATCH, upto - self._written)]
                 try:
                     await self.audit.append(batch, self._backend)
                 except Exception:
                     log.warning("audit: could not write %d run entries; retrying", len(batch))
                     return False
-                del self._pending[: len(batch)]
+                self._pending = self.pending[len(batch) :].groups  # more may have come
+                self._count -= len(batch)
                 self._written += len(batch)
         return True
 

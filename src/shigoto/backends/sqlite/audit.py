@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from msgspec.structs import astuple
 
 from ...errors import ConfigurationError
+from ..audit_groups import GroupedEntries
 from ..contract import AUDIT_BATCH, AuditEntry, AuditFilter, AuditPage
 
 T = TypeVar("T")
@@ -42,7 +43,16 @@ class SqliteAudit:
     async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
         if len(entries) > AUDIT_BATCH:
             raise ConfigurationError(f"at most {AUDIT_BATCH} audit entries per call")
-        rows = [astuple(e) for e in entries]  # at_ms, actor, action, queue, job_id, details
+        # at_ms, actor, action, queue, job_id, details; groups without an entry each
+        rows = (
+            [
+                (g.at_ms, g.actor, g.action, g.queue, job_id, g.details)
+                for g in entries.groups
+                for job_id in g.job_ids
+            ]
+            if isinstance(entries, GroupedEntries)
+            else [astuple(e) for e in entries]
+        )
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(_sql("audit_append"), rows)
