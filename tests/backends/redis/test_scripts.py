@@ -123,16 +123,46 @@ def test_negative_codes_map_to_exceptions_in_one_place() -> None:
 async def test_enqueue_stores_a_batch_and_reports_existing_ids(
     rb: RedisBackend, keys: QueueKeys, queue_name: str
 ) -> None:
-    args = [T0, *job_values(job(queue_name, "a"), T0), *job_values(job(queue_name, "a"), T0)]
+    args = [T0, 7, *job_values(job(queue_name, "a"), T0), *job_values(job(queue_name, "a"), T0)]
     reply = await run(rb, "enqueue", enqueue_keys(keys), *args)
-    assert reply == [1, b"waiting", b"a", 0, b"waiting", b"a"]
+    assert reply == [0, 1, b"waiting", b"a", 0, b"waiting", b"a"]
+
+
+def five(queue_name: str, job_id: str, ready_ms: int = T0) -> tuple[Any, ...]:
+    new = msgspec.structs.replace(job(queue_name, job_id), ready_ms=ready_ms)
+    return job_values(new, T0, dedup=False)
+
+
+async def test_a_batch_stored_whole_as_waiting_is_answered_with_one_value(
+    rb: RedisBackend, keys: QueueKeys, queue_name: str
+) -> None:
+    # the usual bulk add: the caller knows the ids, so three values per job would only
+    # cost Redis and the caller time to write and read
+    batch = [v for n in range(3) for v in five(queue_name, f"j{n}")]
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 5, *batch) == [1]
+
+    # once one job is not stored (or not waiting), every job is answered for, in order
+    again = [*five(queue_name, "j3"), *five(queue_name, "j0"), *five(queue_name, "j4")]
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 5, *again) == [
+        *(0, 1, b"waiting", b"j3"),
+        *(0, b"waiting", b"j0"),
+        *(1, b"waiting", b"j4"),
+    ]
+    later = [*five(queue_name, "j5"), *five(queue_name, "j6", ready_ms=T0 + 5)]
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 5, *later) == [
+        *(0, 1, b"waiting", b"j5"),
+        *(1, b"delayed", b"j6"),
+    ]
+    assert (await rb.counts(queue_name))[JobState.WAITING] == 6
 
 
 async def test_enqueue_error_codes(rb: RedisBackend, keys: QueueKeys, queue_name: str) -> None:
     values = job_values(job(queue_name, "a"), T0)
-    assert await run(rb, "enqueue", enqueue_keys(keys), T0, *values[:-1]) == BAD_ARGUMENTS
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 7, *values[:-1]) == BAD_ARGUMENTS
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 6, *values[:-1]) == BAD_ARGUMENTS
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, *values) == BAD_ARGUMENTS
     too_many = [v for n in range(1001) for v in job_values(job(queue_name, f"j{n}"), T0)]
-    assert await run(rb, "enqueue", enqueue_keys(keys), T0, *too_many) == OVER_LIMIT
+    assert await run(rb, "enqueue", enqueue_keys(keys), T0, 7, *too_many) == OVER_LIMIT
     assert await rb.counts(queue_name) == dict.fromkeys(JobState, 0)
 
 

@@ -167,19 +167,24 @@ class RedisBackend(
             for n, (queue, chunk) in enumerate(work):
                 await self._register(queue)
                 script_keys = queue_keys(self.prefix, queue).for_store
-                args: list[Any] = [now_ms]
+                dedup = any(jobs[i].dedup_key is not None for i in chunk)
+                args: list[Any] = [now_ms, 7 if dedup else 5]
                 for i in chunk:
-                    args += job_values(jobs[i], now_ms)
+                    args += job_values(jobs[i], now_ms, dedup=dedup)
                 if lane is None:
                     reply = await self._run("enqueue", script_keys, args)
                 else:
                     sent = leave_line if n == len(work) - 1 else None
                     reply = await self._run_on_lane(lane, "enqueue", script_keys, args, sent)
+                if reply[0] == 1:  # every job stored, as waiting
+                    for i in chunk:
+                        out[i] = Enqueued(jobs[i].id, True, JobState.WAITING)
+                    continue
                 for k, i in enumerate(chunk):
                     out[i] = Enqueued(
-                        id=reply[3 * k + 2].decode(),
-                        created=reply[3 * k] == 1,
-                        state=state_of(reply[3 * k + 1]),
+                        id=reply[3 * k + 3].decode(),
+                        created=reply[3 * k + 1] == 1,
+                        state=state_of(reply[3 * k + 2]),
                     )
         finally:
             leave_line()

@@ -5,25 +5,28 @@ hold time), is not stored: the existing job is reported instead.
 KEYS[1] meta      KEYS[2] wait      KEYS[3] delayed   KEYS[4] jobs
 KEYS[5] data      KEYS[6] marker    KEYS[7] dedup     KEYS[8] dedup_check
 ARGV[1] now_ms
-ARGV[2..] seven values per job (see includes/store.lua): id, priority, ready_ms,
-          dedup_key ("" = none), dedup_held_until_ms, state (MessagePack, without its
-          enqueue number), data (MessagePack payload and options)
+ARGV[2] values per job: 7, or 5 when no job of the call has a dedup key
+ARGV[3..] the values of each job (see includes/store.lua): id, priority, ready_ms,
+          state (MessagePack, without its enqueue number), data (MessagePack payload
+          and options), then with 7: dedup_key ("" = none), dedup_held_until_ms
 
-Returns: a flat array, three entries per job in order: created (1 or 0), state name,
-         id of the job that answers (the dedup key's holder when that key was held)
+Returns: {1} when every job was stored, as waiting (the usual bulk add: the caller
+         knows their ids); otherwise 0 followed by three entries per job in order:
+         created (1 or 0), state name, id of the job that answers (the dedup key's
+         holder when that key was held)
 Errors:  -2  more than 1000 jobs in one call
-         -3  malformed arguments (not seven values per job)
+         -3  malformed arguments (not 5 or 7 values per job)
 Atomic: the whole batch is one script run.
 ]]
 --- @include "job"
 --- @include "store"
 
 local MAX_BATCH = 1000
-local WIDTH = 7
-if (#ARGV - 1) % WIDTH ~= 0 then
+local width = tonumber(ARGV[2])
+if (width ~= 5 and width ~= 7) or (#ARGV - 2) % width ~= 0 then
   return -3
 end
-local count = (#ARGV - 1) / WIDTH
+local count = (#ARGV - 2) / width
 if count > MAX_BATCH then
   return -2
 end
@@ -33,28 +36,33 @@ local k = {
   marker = KEYS[6], dedup = KEYS[7], dedup_check = KEYS[8],
 }
 local base = redis.call('HINCRBY', k.meta, 'seq', count) - count
-local out = {}
-local created_any = false
+local out = {0}
+local created_any, all_waiting = false, false
 local with_dedup = false
-for n = 1, count do
-  if ARGV[2 + (n - 1) * WIDTH + 3] ~= '' then
-    with_dedup = true
-    break
+if width == 7 then
+  for n = 1, count do
+    if ARGV[3 + (n - 1) * width + 5] ~= '' then
+      with_dedup = true
+      break
+    end
   end
 end
 if with_dedup then
   -- dedup keys may refer to jobs stored earlier in this very batch: one at a time
   for n = 1, count do
-    local created, state, id = store_job(k, ARGV, 2 + (n - 1) * WIDTH, now, base + n)
+    local created, state, id = store_job(k, ARGV, 3 + (n - 1) * width, now, base + n)
     out[#out + 1] = created
     out[#out + 1] = state
     out[#out + 1] = id
     created_any = created_any or created == 1
   end
 else
-  created_any = store_batch(k, ARGV, 2, count, now, base, out)
+  created_any, all_waiting = store_batch(k, ARGV, 3, width, count, now, base, out)
 end
 if created_any then
   wake(k.marker)
+end
+if all_waiting then
+  return {1}
 end
 return out

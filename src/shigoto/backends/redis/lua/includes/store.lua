@@ -2,10 +2,12 @@
 
 k:    table of keys {meta, wait, delayed, jobs, data, marker, dedup, dedup_check}
 Each job arrives as seven values (ARGV, flat, see enqueue.lua):
-  id, priority, ready_ms, dedup_key ("" = none), dedup_held_until_ms,
+  id, priority, ready_ms,
   state: its MessagePack state map without the enqueue number `q` (records.py packs it
          with a header that counts one more entry; store_job appends "q" = seq),
-  data:  its MessagePack payload and options (never decoded here)
+  data:  its MessagePack payload and options (never decoded here),
+  dedup_key ("" = none), dedup_held_until_ms
+or as the first five of them when no job of the call has a dedup key (store_batch).
 The state already says "waiting" or "delayed" (ready_ms > now_ms), decided by the same
 rule as here, so the job's index always matches its state.
 ]]
@@ -54,14 +56,14 @@ end
 -- Returns created (1/0), state, and the id of the job that answers (the dedup key's
 -- holder when that key is held).
 local function store_job(k, argv, i, now, seq)
-  local id, dedup_key = argv[i], argv[i + 3]
+  local id, dedup_key = argv[i], argv[i + 5]
   if dedup_key ~= '' then
     local holder, state = dedup_holder(k, dedup_key, now)
     if holder then
       return 0, state, holder
     end
   end
-  if redis.call('HSETNX', k.data, id, argv[i + 6]) == 0 then
+  if redis.call('HSETNX', k.data, id, argv[i + 4]) == 0 then
     return 0, job_load(k.jobs, id).s, id
   end
   local ready = tonumber(argv[i + 2])
@@ -74,21 +76,24 @@ local function store_job(k, argv, i, now, seq)
     redis.call('ZADD', k.wait, int(-tonumber(argv[i + 1])),
       string.format('%015d%015d', ready, seq) .. id)
   end
-  redis.call('HSET', k.jobs, id, argv[i + 5] .. SEQ_KEY .. cmsgpack.pack(seq))
+  redis.call('HSET', k.jobs, id, argv[i + 3] .. SEQ_KEY .. cmsgpack.pack(seq))
   if dedup_key ~= '' then
-    take_dedup_key(k, dedup_key, id, tonumber(argv[i + 4]), now)
+    take_dedup_key(k, dedup_key, id, tonumber(argv[i + 6]), now)
   end
   return 1, state, id
 end
 
--- Store `count` jobs whose values start at argv[first], none with a dedup key, with
--- enqueue numbers base + 1 .. base + count: the same outcome as store_job for each in
--- turn, in four writes for the whole batch instead of three per job. Appends created,
--- state and id per job to `out`; returns whether any job was created.
-local function store_batch(k, argv, first, count, now, base, out)
+-- Store `count` jobs whose values start at argv[first], `width` values each (5 or 7),
+-- none with a dedup key, with enqueue numbers base + 1 .. base + count: the same
+-- outcome as store_job for each in turn, in four writes for the whole batch instead of
+-- three per job. Returns whether any job was created, and whether every one was, as
+-- waiting. Only if not, created, state and id of each job are appended to `out`: a
+-- bulk add's reply is then one value instead of three per job, which cost Redis and
+-- the producer about 0.4 us per job to write and read.
+local function store_batch(k, argv, first, width, count, now, base, out)
   local ids = {}
   for n = 1, count do
-    ids[n] = argv[first + (n - 1) * 7]
+    ids[n] = argv[first + (n - 1) * width]
   end
   local existing = redis.call('HMGET', k.data, unpack(ids))
   local seen = {}
@@ -96,15 +101,27 @@ local function store_batch(k, argv, first, count, now, base, out)
   -- is formatted once (0.25 us of Redis per job)
   local scores, prefixes = {}, {}
   local data_args, job_args, wait_args, delayed_args = {}, {}, {}, {}
+  local plain = true  -- every job so far created, as waiting: nothing in `out` yet
+  local function answer(n, created, state)
+    if plain then
+      plain = false
+      for m = 1, n - 1 do
+        out[#out + 1] = 1
+        out[#out + 1] = 'waiting'
+        out[#out + 1] = ids[m]
+      end
+    end
+    out[#out + 1] = created
+    out[#out + 1] = state
+    out[#out + 1] = ids[n]
+  end
   for n = 1, count do
-    local i = first + (n - 1) * 7
+    local i = first + (n - 1) * width
     local id = ids[n]
     if existing[n] then
-      out[#out + 1] = 0
-      out[#out + 1] = job_load(k.jobs, id).s
+      answer(n, 0, job_load(k.jobs, id).s)
     elseif seen[id] then
-      out[#out + 1] = 0
-      out[#out + 1] = seen[id]
+      answer(n, 0, seen[id])
     else
       local seq = base + n
       local ready = tonumber(argv[i + 2])
@@ -131,16 +148,16 @@ local function store_batch(k, argv, first, count, now, base, out)
       end
       seen[id] = state
       data_args[#data_args + 1] = id
-      data_args[#data_args + 1] = argv[i + 6]
+      data_args[#data_args + 1] = argv[i + 4]
       job_args[#job_args + 1] = id
-      job_args[#job_args + 1] = argv[i + 5] .. SEQ_KEY .. cmsgpack.pack(seq)
-      out[#out + 1] = 1
-      out[#out + 1] = state
+      job_args[#job_args + 1] = argv[i + 3] .. SEQ_KEY .. cmsgpack.pack(seq)
+      if not plain or state ~= 'waiting' then
+        answer(n, 1, state)
+      end
     end
-    out[#out + 1] = id
   end
   if #data_args == 0 then
-    return false
+    return false, false
   end
   redis.call('HSET', k.data, unpack(data_args))
   redis.call('HSET', k.jobs, unpack(job_args))
@@ -150,5 +167,5 @@ local function store_batch(k, argv, first, count, now, base, out)
   if #delayed_args > 0 then
     redis.call('ZADD', k.delayed, unpack(delayed_args))
   end
-  return true
+  return true, plain
 end
