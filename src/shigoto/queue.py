@@ -6,12 +6,8 @@ encoding) once; the backend is only asked to persist.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import itertools
-import random
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -21,9 +17,9 @@ from .backends.contract import (
     BatchRecord,
     Enqueued,
     NewJob,
-    OverlappingEnqueue,
     QueueLimits,
 )
+from .bulk_add import BulkAdd
 from .clock import Seconds, to_ms
 from .coalesce import AddCoalescer
 from .dead_letters import DeadLetterOps
@@ -34,6 +30,7 @@ from .job import (
     JobOptions,
     JobRecord,
     JobState,
+    new_job_id,
     option_overrides,
     validate_delay,
     validate_job_id,
@@ -47,21 +44,9 @@ if TYPE_CHECKING:
     from .batches import Batch, DeadChunkPolicy, FollowUpArg
     from .handler import JobHandler
 
-BULK_CHUNK = 1000
-BULK_YIELD_EVERY = 100
 OPTIONS_CACHE = 256
 """Most merged option sets a queue keeps (see ``Queue._job_options``)."""
 _encoder = msgspec.json.Encoder()
-
-
-def new_job_id() -> str:
-    """96 random bits as hex: unique without coordination, safe in URLs and keys.
-
-    Drawn from the ``random`` module's global generator (seeded from the OS, and
-    re-seeded in every forked child, so processes never share a sequence): ids need
-    uniqueness, not secrecy, and a syscall per id cost 6 µs of a bulk enqueue.
-    """
-    return f"{random.getrandbits(96):024x}"
 
 
 class Queue(DeadLetterOps):
@@ -179,65 +164,7 @@ class Queue(DeadLetterOps):
         stays bounded however many jobs the iterator yields).
         """
         backend = await self.app.backend()
-        out: list[Job] = []
-        stored = 0
-        iterator = iter(jobs)
-
-        def collect(done: list[Enqueued]) -> None:
-            nonlocal stored
-            stored += len(done)
-            if return_jobs:
-                out.extend(Job(self, d.id, created=d.created) for d in done)
-            if on_progress is not None:
-                on_progress(stored)
-
-        # Chunk N is stored while chunk N + 1 is validated and encoded: the backend's
-        # work (a server, another core) overlaps ours. Stores run in order, one at a
-        # time, or up to the backend's window at once where it keeps their order
-        # (OverlappingEnqueue); a bad item stops the call only after earlier chunks are
-        # stored. A chunk's audit entries are appended once it is stored, in chunk
-        # order, but the window does not wait for them: their round trip would hold
-        # up the next chunk.
-        window = backend.enqueue_window() if isinstance(backend, OverlappingEnqueue) else 1
-        storing: collections.deque[asyncio.Future[list[Enqueued]]] = collections.deque()
-        auditing: asyncio.Future[None] | None = None
-        try:
-            async for batch, now in self._bulk_batches(iterator, backend):
-                if len(storing) >= window:
-                    collect(await storing.popleft())
-                stored_chunk = asyncio.ensure_future(backend.enqueue(batch, now))
-                storing.append(stored_chunk)
-                auditing = asyncio.ensure_future(
-                    self._audit_chunk(batch, stored_chunk, auditing, backend)
-                )
-        finally:
-            outcomes = await asyncio.gather(*storing, return_exceptions=True)
-            if auditing is not None:
-                await asyncio.wait([auditing])
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                collect(outcome)
-            if auditing is not None and (failure := auditing.exception()) is not None:
-                raise failure
-        return out
-
-    async def _audit_chunk(
-        self,
-        batch: list[NewJob],
-        stored: asyncio.Future[list[Enqueued]],
-        before: asyncio.Future[None] | None,
-        backend: Backend,
-    ) -> None:
-        """Append a bulk add's chunk's ``enqueue`` entries once it is stored and the
-        chunk before it has its entries (the trail keeps the chunks' order). The first
-        failure of the chain is passed on to the end of it, which the add raises."""
-        if before is not None:
-            await asyncio.wait([before])
-        done = await stored  # not stored: no entries, and the add raises the store's error
-        await self._audit_enqueued(batch, done, backend)
-        if before is not None and (failure := before.exception()) is not None:
-            raise failure
+        return await BulkAdd(self, backend, on_progress, return_jobs).run(jobs)
 
     async def _store_audited(
         self, batch: list[NewJob], now: int, backend: Backend
@@ -245,87 +172,6 @@ class Queue(DeadLetterOps):
         done = await backend.enqueue(batch, now)
         await self._audit_enqueued(batch, done, backend)
         return done
-
-    async def _bulk_batches(
-        self, iterator: Iterator[Mapping[str, Any]], backend: Backend
-    ) -> AsyncIterator[tuple[list[NewJob], int]]:
-        """Validated chunks of ``add_bulk`` items, as ``NewJob`` batches."""
-        for chunk_start in itertools.count(0, BULK_CHUNK):
-            chunk = list(itertools.islice(iterator, BULK_CHUNK))
-            if not chunk:
-                break
-            now = self.app.clock.now_ms()
-            batch = []
-            plain: dict[str, tuple[JobOptions, GroupKey | None]] = {}  # see _plain_job
-            for offset, item in enumerate(chunk):
-                if (type(item) is not dict and not isinstance(item, Mapping)) or "name" not in item:
-                    raise ConfigurationError(
-                        f"add_bulk item {chunk_start + offset} must be a mapping with a 'name',"
-                        f" got {item!r}"
-                    )
-                try:
-                    batch.append(self._bulk_item(item, now, plain, backend))
-                except ConfigurationError as exc:
-                    raise type(exc)(f"add_bulk item {chunk_start + offset}: {exc}") from None
-                if offset % BULK_YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # let the previous chunk's store make progress
-            yield batch, now
-
-    def _bulk_item(
-        self,
-        item: Mapping[str, Any],
-        now_ms: int,
-        plain: dict[str, tuple[JobOptions, GroupKey | None]],
-        backend: Backend,
-    ) -> NewJob:
-        """One ``add_bulk`` item (a mapping with a ``name``) as a job to store."""
-        if type(item) is dict and (len(item) == 1 or (len(item) == 2 and "data" in item)):
-            name = item["name"]
-            if type(name) is str and name:
-                return self._plain_job(name, item.get("data"), now_ms, plain)
-        spec = dict(item)
-        job = self._new_job(
-            spec.pop("name"),
-            spec.pop("data", None),
-            spec.pop("job_id", None),
-            spec.pop("delay", None),
-            spec,
-            now_ms,
-            dedup_key=spec.pop("dedup_key", None),
-            dedup_ttl=spec.pop("dedup_ttl", None),
-            encrypt=spec.pop("encrypt", None),
-            allow_sensitive=spec.pop("allow_sensitive", None),
-            group=spec.pop("group", None),
-        )
-        if job.dedup_key is not None:
-            require_idempotency(backend)
-        return job
-
-    def _plain_job(
-        self,
-        name: str,
-        data: Mapping[str, Any] | None,
-        now_ms: int,
-        shared: dict[str, tuple[JobOptions, GroupKey | None]],
-    ) -> NewJob:
-        """:meth:`_new_job` for an ``add_bulk`` item of a name and data only (the usual
-        kind): its options and rate-limit key depend only on the name within one chunk
-        (the actor and trace context do not change during it), so they are looked up
-        once per name and chunk in ``shared``. It made preparing such an item 1 µs
-        cheaper, a fifth of what a bulk add costs the producer."""
-        prepared = shared.get(name)
-        if prepared is None:
-            handler = self.app.handlers.get(name)
-            group_key = (handler.rate_limit_key if handler is not None else None) or (
-                self.rate_limit_key
-            )
-            prepared = shared[name] = (self._job_options(name, handler, {}), group_key)
-        options, group_key = prepared
-        group = None
-        if group_key is not None and isinstance(data, Mapping):
-            group = group_of(group_key, data, name)
-        payload = self.app.encode_payload(name, data)
-        return NewJob(new_job_id(), self.name, name, payload, options, now_ms, now_ms, group=group)
 
     def _new_job(
         self,

@@ -1,5 +1,5 @@
 """``add_bulk``: items of a name and data only take a shorter path than items with
-options (shigoto.queue, ``_plain_job``); both store the same jobs and say which item is
+options (``shigoto.bulk_add``); both store the same jobs and say which item is
 wrong. A chunk's audit entries follow its store without holding up the next chunk."""
 
 from __future__ import annotations
