@@ -311,40 +311,35 @@ class RunRecorder:
         not once per job, since per-job calls in each job's task cost a no-op job
         several times what they cost in isolation."""
         if self.enabled:
-            details = self._details
-            group: AuditGroup | None = None
-            for record in records:
-                on_behalf_of, attempt = record.options.actor, record.attempts
-                tail, starts, _ = details.get(on_behalf_of) or self._details_for(on_behalf_of)
-                text = (
-                    starts[attempt]
-                    if 0 <= attempt < self.ATTEMPTS_CACHED
-                    else b'{"attempt":%d' % attempt + tail
-                )
-                if group is None or group.details is not text or group.queue != record.queue:
-                    group = AuditGroup(at_ms, self._actor, "job.start", record.queue, text, [])
-                    self._pending.append(group)
-                group.job_ids.append(record.id)
-                self._count += 1
-            if self._count >= AUDIT_BATCH:
-                self._full.set()
+            self._record(records, at_ms, "job.start")
 
     def completed(self, records: Iterable[JobRecord], at_ms: int) -> None:
         """``job.end`` with outcome ``completed`` of each job of a batch of completions
         written (the common end), once they are written."""
         if self.enabled:
-            details = self._details
-            group: AuditGroup | None = None
-            for record in records:
-                on_behalf_of = record.options.actor
-                text = (details.get(on_behalf_of) or self._details_for(on_behalf_of))[2]
-                if group is None or group.details is not text or group.queue != record.queue:
-                    group = AuditGroup(at_ms, self._actor, "job.end", record.queue, text, [])
-                    self._pending.append(group)
-                group.job_ids.append(record.id)
-                self._count += 1
-            if self._count >= AUDIT_BATCH:
-                self._full.set()
+            self._record(records, at_ms, "job.end")
+
+    def _record(self, records: Iterable[JobRecord], at_ms: int, action: str) -> None:
+        details, start = self._details, action == "job.start"
+        group: AuditGroup | None = None
+        for record in records:
+            on_behalf_of = record.options.actor
+            tail, starts, end = details.get(on_behalf_of) or self._details_for(on_behalf_of)
+            text = end
+            if start:
+                attempt = record.attempts
+                text = (
+                    starts[attempt]
+                    if 0 <= attempt < self.ATTEMPTS_CACHED
+                    else b'{"attempt":%d' % attempt + tail
+                )
+            if group is None or group.details is not text or group.queue != record.queue:
+                group = AuditGroup(at_ms, self._actor, action, record.queue, text, [])
+                self._pending.append(group)
+            group.job_ids.append(record.id)
+            self._count += 1
+        if self._count >= AUDIT_BATCH:
+            self._full.set()
 
     def start(self, backend: Backend) -> None:
         """Start the flush task. On a server (``multi_host``: Redis), entries are written
