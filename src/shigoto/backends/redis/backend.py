@@ -72,6 +72,7 @@ from .records import (
     decode_record,
     decode_state,
     encode_json,
+    enqueued,
     job_values,
     queue_keys,
     state_of,
@@ -176,16 +177,8 @@ class RedisBackend(
                 else:
                     sent = leave_line if n == len(work) - 1 else None
                     reply = await self._run_on_lane(lane, "enqueue", script_keys, args, sent)
-                if reply[0] == 1:  # every job stored, as waiting
-                    for i in chunk:
-                        out[i] = Enqueued(jobs[i].id, True, JobState.WAITING)
-                    continue
-                for k, i in enumerate(chunk):
-                    out[i] = Enqueued(
-                        id=reply[3 * k + 3].decode(),
-                        created=reply[3 * k + 1] == 1,
-                        state=state_of(reply[3 * k + 2]),
-                    )
+                for i, done in zip(chunk, enqueued(reply, [jobs[i] for i in chunk]), strict=True):
+                    out[i] = done
         finally:
             leave_line()
         return [item for item in out if item is not None]

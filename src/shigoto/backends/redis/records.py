@@ -23,7 +23,7 @@ import msgspec
 
 from ...errors import ConfigurationError
 from ...job import AttemptError, JobOptions, JobRecord, JobState, Retention
-from ..contract import NewJob
+from ..contract import Enqueued, NewJob
 from ..stored_options import changed_options, options_from
 
 NO_LIMIT = -1
@@ -387,3 +387,14 @@ def job_values(job: NewJob, now_ms: int, *, dedup: bool = True) -> tuple[Any, ..
     if not dedup:
         return values
     return (*values, job.dedup_key or "", job.created_ms + (job.dedup_ttl_ms or 0))
+
+
+def enqueued(reply: list[Any], jobs: list[NewJob]) -> list[Enqueued]:
+    """What ``enqueue.lua`` answered for ``jobs``: ``{1}`` when every one was stored,
+    as waiting, else 0 and three values per job (created, state, the answering id)."""
+    if reply[0] == 1:
+        return [Enqueued(job.id, True, JobState.WAITING) for job in jobs]
+    return [
+        Enqueued(reply[k + 2].decode(), reply[k] == 1, state_of(reply[k + 1]))
+        for k in range(1, 3 * len(jobs), 3)
+    ]
