@@ -93,7 +93,11 @@ def alerts(
     monitor = Monitor(app, queues=list(queues) or None)
 
     async def main() -> tuple[list[RuleView], list[Any]]:
-        return await monitor.views(), await alert_history(app, limit=history)
+        # History first: a transition is stored with its state in one write, so states
+        # read after it are at least as new, and the two never disagree (read the other
+        # way round, a monitor could fire in between: "ok" above a "firing" entry).
+        transitions = await alert_history(app, limit=history)
+        return await monitor.views(), transitions
 
     views, transitions = run(app, main)
     if as_json:
