@@ -15,9 +15,10 @@ Why it is built this way:
   share one file; ``busy_timeout`` makes them queue for the lock.
 * **Partial indexes** per access path (ready, delayed, active) keep claims O(log n).
 * **Migrations** are numbered SQL blocks applied in order, tracked by ``user_version``.
-* **Wake-ups** only reach waiters in the same process (enqueue sets an event); other
-  processes are found by polling every ``poll_interval_s`` (default 0.1 s), which
-  ``Capabilities.blocking_wait = False`` declares.
+* **Wake-ups**: a commit that makes work available wakes the waiters of its process
+  (an event) and of other processes (a datagram to each one's socket, ``wakeup.py``).
+  Polling every ``poll_interval_s`` (default 0.1 s) remains the fallback and finds
+  delayed jobs coming due, so ``Capabilities.blocking_wait`` stays False.
 """
 
 from __future__ import annotations
@@ -25,11 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import sqlite3
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -60,6 +60,7 @@ from .job_admin import JobAdminMixin
 from .metrics import SqliteMetrics
 from .rate_limits import SqliteRateLimits, finish_claim, limited_claim
 from .schedules import SchedulesMixin
+from .wakeup import Listener, wakeups
 
 T = TypeVar("T")
 
@@ -104,34 +105,7 @@ def _load_queries() -> dict[str, str]:
 
 
 SQL = _load_queries()
-
-
-class _Wakeups:
-    """In-process wake-ups for waiters on the same database file, across event loops."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
-            defaultdict(set)
-        )
-
-    def add(self, path: str, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
-        with self._lock:
-            self._waiters[path].add((loop, event))
-
-    def remove(self, path: str, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
-        with self._lock:
-            self._waiters[path].discard((loop, event))
-
-    def notify(self, path: str) -> None:
-        with self._lock:
-            waiters = list(self._waiters.get(path, ()))
-        for loop, event in waiters:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
-
-
-_wakeups = _Wakeups()
+log = logging.getLogger("shigoto.sqlite")
 
 
 def path_from_url(url: str) -> str:
@@ -188,6 +162,8 @@ class SqliteBackend(
         self._capped: set[str] = set()
         """Queues held by max_active alone: a job of theirs finishing here wakes waits."""
         self._freed = asyncio.Event()
+        self._listener: Listener | None = None
+        self._no_listener = False
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -231,6 +207,9 @@ class SqliteBackend(
         return conn
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         await self._connection.close()
 
     # -- producing ---------------------------------------------------------------------
@@ -242,7 +221,7 @@ class SqliteBackend(
             results.extend(
                 await self._write(functools.partial(_enqueue, jobs=chunk, now_ms=now_ms))
             )
-        _wakeups.notify(self.path)
+        wakeups.notify(self.path)
         return results
 
     # -- consuming ---------------------------------------------------------------------
@@ -318,14 +297,35 @@ class SqliteBackend(
             else:
                 await asyncio.sleep(min(timeout_s, min(held)))
             return
+        listener = self._listener_on(loop)
         event = asyncio.Event()
-        _wakeups.add(self.path, loop, event)
+        wakeups.add(self.path, loop, event)
         try:
+            if listener is not None and listener.woken:
+                return  # work was committed since the last wait: claim before waiting
             await asyncio.wait_for(event.wait(), min(timeout_s, self.poll_interval_s))
         except TimeoutError:
             pass
         finally:
-            _wakeups.remove(self.path, loop, event)
+            if listener is not None:
+                listener.woken = False
+            wakeups.remove(self.path, loop, event)
+
+    def _listener_on(self, loop: asyncio.AbstractEventLoop) -> Listener | None:
+        """This backend's wake-up socket (bound on the first wait), so that other
+        processes' commits end its waits (see :mod:`.wakeup`); None where there is
+        none: it then finds their jobs by polling."""
+        if self._listener is None and not self._no_listener:
+            try:
+                self._listener = Listener(self.path, loop)
+            except OSError as exc:
+                self._no_listener = True
+                log.debug(
+                    "no SQLite wake-up socket (%s): polling every %g s", exc, self.poll_interval_s
+                )
+        if self._listener is not None and self._listener.loop is not loop:
+            return None  # a wait from another event loop: its reader is not there
+        return self._listener
 
     async def extend(
         self, leases: Sequence[Lease], *, lease_ms: int, now_ms: int
@@ -426,7 +426,7 @@ class SqliteBackend(
             raise LeaseLost(f"job {lease.job_id}: lease lost, retry not recorded")
         self._slot_freed(lease.queue)
         if state is JobState.WAITING:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
 
     async def dead_letter(
         self, lease: Lease, *, reason: str, error: AttemptError | None, now_ms: int
@@ -477,7 +477,7 @@ class SqliteBackend(
         if not leases:
             return []
         out = await self._write(tx)
-        _wakeups.notify(self.path)
+        wakeups.notify(self.path)
         return out
 
     # -- housekeeping --------------------------------------------------------------------
@@ -490,7 +490,7 @@ class SqliteBackend(
 
         moved = await self._write(tx)
         if moved:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return moved
 
     async def recover_stalled(self, queue: str, *, now_ms: int, limit: int) -> list[Recovered]:
@@ -502,7 +502,7 @@ class SqliteBackend(
 
         recovered = await self._write(tx)
         if recovered:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return recovered
 
     # -- reading -----------------------------------------------------------------------
@@ -553,7 +553,7 @@ class SqliteBackend(
             lambda c: c.execute(SQL["set_paused"], {"queue": queue, "paused": int(paused)})
         )
         if not paused:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
 
     async def is_paused(self, queue: str) -> bool:
         def read(conn: sqlite3.Connection) -> bool:
@@ -590,7 +590,7 @@ class SqliteBackend(
 
         moved = await self._write(tx)
         if moved and state is JobState.WAITING:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return moved
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ...job import JobState
 from ..contract import BatchRecord, NewJob
+from .wakeup import wakeups
 
 T = TypeVar("T")
 _FINAL = {state.value for state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)}
@@ -173,7 +174,7 @@ class SqliteBatches:
         follow_up: NewJob | None,
         now_ms: int,
     ) -> bool:
-        from .backend import _enqueue, _wakeups
+        from .backend import _enqueue
 
         def tx(conn: sqlite3.Connection) -> bool:
             finished = conn.execute(
@@ -194,7 +195,7 @@ class SqliteBatches:
 
         done = await self._write(tx)
         if done and follow_up is not None:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return done
 
     async def get_batch(self, queue: str, batch_id: str) -> BatchRecord | None:

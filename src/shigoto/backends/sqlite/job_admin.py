@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from .wakeup import wakeups
+
 T = TypeVar("T")
 
 
@@ -38,7 +40,6 @@ class JobAdminMixin:
         return await self._write(tx)
 
     async def promote(self, queue: str, job_id: str, *, now_ms: int) -> bool:
-        from .backend import _wakeups
 
         def tx(conn: sqlite3.Connection) -> bool:
             params = {"queue": queue, "id": job_id, "now": now_ms}
@@ -46,5 +47,5 @@ class JobAdminMixin:
 
         moved = await self._write(tx)
         if moved:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return moved

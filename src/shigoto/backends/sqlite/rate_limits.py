@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ...errors import LeaseLost
 from ...job import JobState
 from ..contract import CONCURRENCY_POLL_MS, GROUP_SCAN, Lease, QueueLimits
+from .wakeup import wakeups
 
 T = TypeVar("T")
 NO_GROUP = ""
@@ -78,9 +79,8 @@ class SqliteRateLimits:
             )
 
         await self._write(tx)
-        from .backend import _wakeups
 
-        _wakeups.notify(self.path)  # a raised limit may let idle workers claim at once
+        wakeups.notify(self.path)  # a raised limit may let idle workers claim at once
 
     async def get_limits(self, queue: str, *, now_ms: int) -> QueueLimits:
         def read(conn: sqlite3.Connection) -> QueueLimits:
@@ -121,9 +121,7 @@ class SqliteRateLimits:
             raise LeaseLost(f"job {lease.job_id}: lease lost, postponement not recorded")
         self._slot_freed(lease.queue)
         if state is JobState.WAITING:
-            from .backend import _wakeups
-
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ..contract import NewJob, ScheduleState
+from .wakeup import wakeups
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ class SchedulesMixin:
             await self._write(tx)
 
     async def claim_tick(self, schedule: str, fire_ms: int, job: NewJob, *, now_ms: int) -> bool:
-        from .backend import _enqueue, _wakeups
+        from .backend import _enqueue
 
         def tx(conn: sqlite3.Connection) -> bool:
             claimed = (
@@ -68,7 +69,7 @@ class SchedulesMixin:
 
         claimed = await self._write(tx)
         if claimed:
-            _wakeups.notify(self.path)
+            wakeups.notify(self.path)
         return claimed
 
     async def schedule_states(self, *, limit: int = 1000) -> list[ScheduleState]:
