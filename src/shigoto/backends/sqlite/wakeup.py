@@ -175,6 +175,8 @@ class Listener:
             with contextlib.suppress(Exception):
                 self.loop.remove_reader(self._sock.fileno())
         self._sock.close()
+        if not os.path.basename(self.address).startswith(f"{os.getpid()}-"):
+            return  # a forked child's copy: the socket file is its parent's
         with contextlib.suppress(OSError):
             os.unlink(self.address)
         with contextlib.suppress(OSError):
