@@ -9,10 +9,11 @@ and the audit trail all on (the defaults, plus one ``completed`` listener) vs al
 whole trail, ``runs``: only the workers' run entries), to see what each one costs.
 
 Each round runs both variants, in alternating order, in this one process: a bulk
-enqueue (``add_bulk`` of ``--jobs`` no-op jobs, jobs/s) and a burst drain of them by
-one worker (jobs/s and CPU µs per job, ``time.process_time`` of every thread of the
-process, which a busy machine disturbs less than wall clock). Medians over
-``--rounds``. Every run uses a fresh random queue name; jobs are removed on completion.
+enqueue (``add_bulk`` of ``--jobs`` no-op jobs) and a burst drain of them by one worker.
+Each phase is reported as jobs/s and as CPU µs per job: ``time.process_time`` of every
+thread of this process, plus on Redis the server's own CPU time (``INFO cpu`` around the
+phase), which a busy machine disturbs less than wall clock. Medians over ``--rounds``.
+Every run uses a fresh random queue name; jobs are removed on completion.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from shigoto import App, JobContext
 from shigoto.security import AuditSettings
+from throughput import server_cpu_s
 
 FEATURES = ("metrics", "events", "guard", "audit", "runs")
 
@@ -51,8 +53,17 @@ class GcClock:
 GC = GcClock()
 
 
-async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, float, float, float]:
-    """(enqueue jobs/s, process jobs/s, process CPU µs/job, GC µs/job) of one variant."""
+Outcome = tuple[float, float, float, float, float]
+"""enqueue jobs/s, its CPU µs/job, process jobs/s, its CPU µs/job, GC µs/job."""
+
+
+def cpu_s(url: str) -> float:
+    """CPU seconds used so far by this process and, on Redis, by the server."""
+    return time.process_time() + (server_cpu_s(url) or 0.0)
+
+
+async def one_round(args: argparse.Namespace, features: bool) -> Outcome:
+    """One variant's :data:`Outcome`."""
     queue = f"features-{os.urandom(4).hex()}"
     on = set(args.only) if features else set()
     audit: AuditSettings | bool = "audit" in on
@@ -73,53 +84,65 @@ async def one_round(args: argparse.Namespace, features: bool) -> tuple[float, fl
         app.on("completed", count)
     try:
         await app.backend()
-        started = time.perf_counter()
+        cpu, started = cpu_s(args.url), time.perf_counter()
         await app.queue(queue).add_bulk(
             ({"name": f"noop-{queue}", "data": {"n": n}} for n in range(args.jobs)),
             return_jobs=False,
         )
         enqueue_rate = args.jobs / (time.perf_counter() - started)
+        enqueue_cpu = cpu_s(args.url) - cpu
         worker = app.worker(
             [queue], args.concurrency, burst=True, handle_signals=False, metrics="metrics" in on
         )
-        wall, cpu, in_gc = time.perf_counter(), time.process_time(), GC.total
+        wall, cpu, in_gc = time.perf_counter(), cpu_s(args.url), GC.total
         await worker.run()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, cpu = time.perf_counter() - wall, cpu_s(args.url) - cpu
         in_gc = GC.total - in_gc
         assert worker.processed == args.jobs, worker.processed
         assert completed == (args.jobs if "events" in on else 0), completed
-        return enqueue_rate, args.jobs / wall, cpu / args.jobs * 1e6, in_gc / args.jobs * 1e6
+        per_job = 1e6 / args.jobs
+        return (
+            enqueue_rate,
+            enqueue_cpu * per_job,
+            args.jobs / wall,
+            cpu * per_job,
+            in_gc * per_job,
+        )
     finally:
         await app.close()
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[bool, list[tuple[float, float, float, float]]] = {True: [], False: []}
+    results: dict[bool, list[Outcome]] = {True: [], False: []}
     print(f"features on: {', '.join(args.only)}; {args.jobs:,} jobs, {args.rounds} rounds")
+    cpu_of = "this process + Redis" if server_cpu_s(args.url) is not None else "this process"
+    print(f"CPU/job: {cpu_of}")
+
+    def line(label: str, outcome: Outcome) -> str:
+        return (
+            f"{label}  enqueue {outcome[0]:9,.0f} jobs/s {outcome[1]:5.2f} µs CPU/job   "
+            f"process {outcome[2]:8,.0f} jobs/s {outcome[3]:6.2f} µs CPU/job   "
+            f"{outcome[4]:5.2f} µs GC/job"
+        )
+
     for n in range(args.rounds):
         for features in (True, False) if n % 2 == 0 else (False, True):
             outcome = await one_round(args, features)
             results[features].append(outcome)
-            print(
-                f"features={'on ' if features else 'off'}  enqueue {outcome[0]:9,.0f} jobs/s   "
-                f"process {outcome[1]:8,.0f} jobs/s  {outcome[2]:6.1f} µs CPU/job  "
-                f"{outcome[3]:5.2f} µs GC/job",
-                flush=True,
-            )
+            print(line(f"features={'on ' if features else 'off'}", outcome), flush=True)
 
-    def median(features: bool, index: int) -> float:
-        return statistics.median(r[index] for r in results[features])
-
+    medians = {
+        features: tuple(statistics.median(r[i] for r in results[features]) for i in range(5))
+        for features in (True, False)
+    }
     for features in (True, False):
-        print(
-            f"median {'on ' if features else 'off'}  enqueue {median(features, 0):9,.0f} jobs/s   "
-            f"process {median(features, 1):8,.0f} jobs/s  {median(features, 2):6.1f} µs CPU/job  "
-            f"{median(features, 3):5.2f} µs GC/job"
-        )
+        print(line(f"median {'on ' if features else 'off'}", medians[features]))
+    on, off = medians[True], medians[False]
     print(
-        f"cost of the features: enqueue {100 * (1 - median(True, 0) / median(False, 0)):+.1f} %, "
-        f"process {100 * (1 - median(True, 1) / median(False, 1)):+.1f} %, "
-        f"CPU/job {100 * (median(True, 2) / median(False, 2) - 1):+.1f} %"
+        f"cost of the features: enqueue {100 * (1 - on[0] / off[0]):+.1f} % jobs/s, "
+        f"{100 * (on[1] / off[1] - 1):+.1f} % CPU/job; "
+        f"process {100 * (1 - on[2] / off[2]):+.1f} % jobs/s, "
+        f"{100 * (on[3] / off[3] - 1):+.1f} % CPU/job"
     )
 
 
