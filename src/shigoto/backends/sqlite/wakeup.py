@@ -108,26 +108,18 @@ class Wakeups:
                 self._send(os.path.join(folder, name))
 
     def _send(self, address: str) -> None:
-        sender = self._sender
-        if sender is None:
-            try:
-                sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            except OSError:
-                return
-            sender.setblocking(False)
+        try:
             with self._lock:
                 if self._sender is None:
-                    self._sender = sender
-                else:
-                    sender.close()
-                    sender = self._sender
-        try:
+                    self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._sender.setblocking(False)
+                sender = self._sender
             sender.sendto(b"w", address)
         except (ConnectionRefusedError, FileNotFoundError):
             with contextlib.suppress(OSError):
                 os.unlink(address)  # nobody listens there: its process is gone
         except OSError:
-            pass  # its buffer is full: wake-ups are already waiting to be read there
+            pass  # a full buffer (wake-ups wait to be read there), or no socket: the poll will do
 
 
 wakeups = Wakeups()
