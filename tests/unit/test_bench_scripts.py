@@ -21,6 +21,7 @@ SCRIPTS = {
     "throughput.py": (["--jobs", "300", "--concurrency", "10"], "jobs/s"),
     "latency.py": (["--jobs", "5", "--idle-jobs", "2", "--idle-gap-ms", "50"], "idle pickup"),
     "features.py": (["--jobs", "200", "--rounds", "1"], "cost of the features"),
+    "delayed.py": (["--jobs", "3", "--max-delay-ms", "60"], "lateness p50"),
     "adds.py": (["--jobs", "200", "--tasks", "4"], "adds/s"),
     "batches.py": (["--items", "500", "--chunk-size", "100"], "items_per_s"),
     "security.py": (["--jobs", "200", "--rounds", "1"], "jobs/s"),

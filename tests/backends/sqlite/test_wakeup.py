@@ -140,3 +140,20 @@ async def test_a_folder_others_can_read_turns_wake_ups_off_and_polling_still_wor
             await backend.close()
     finally:
         wakeup.socket_dir.cache_clear()
+
+
+async def test_a_wait_ends_when_the_earliest_delayed_job_comes_due(
+    backend: SqliteBackend,
+) -> None:
+    """Not at the next poll: the claim that found nothing said when the next job is due."""
+    now = int(time.time() * 1000)
+    later = NewJob("later", QUEUE, "noop", b"{}", JobOptions(), now, now + 300)
+    await backend.enqueue([later], now)
+    assert await backend.claim(QUEUE, limit=5, worker_id="w", lease_ms=60_000, now_ms=now) == []
+
+    waited = await _wait(backend)
+
+    assert 0.2 < waited < 2.0
+    now = int(time.time() * 1000)
+    claimed = await backend.claim(QUEUE, limit=5, worker_id="w", lease_ms=60_000, now_ms=now)
+    assert [c.record.id for c in claimed] == ["later"]

@@ -17,8 +17,9 @@ Why it is built this way:
 * **Migrations** are numbered SQL blocks applied in order, tracked by ``user_version``.
 * **Wake-ups**: a commit that makes work available wakes the waiters of its process
   (an event) and of other processes (a datagram to each one's socket, ``wakeup.py``).
-  Polling every ``poll_interval_s`` (default 0.1 s) remains the fallback and finds
-  delayed jobs coming due, so ``Capabilities.blocking_wait`` stays False.
+  A short claim also reads when the queue's next delayed job is due, and the wait
+  after it ends then. Polling every ``poll_interval_s`` (default 0.1 s) remains the
+  fallback, so ``Capabilities.blocking_wait`` stays False.
 """
 
 from __future__ import annotations
@@ -158,6 +159,9 @@ class SqliteBackend(
                 )
         self._connection = SerialConnection(self.path, self._open)
         self._held_at: dict[str, float] = {}
+        self._due_at: dict[str, float] = {}
+        """Queue -> event-loop time its earliest delayed job comes due (as of its last
+        short claim): waits end then, not at the next poll."""
         """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
         self._capped: set[str] = set()
         """Queues held by max_active alone: a job of theirs finishing here wakes waits."""
@@ -229,10 +233,10 @@ class SqliteBackend(
     async def claim(
         self, queue: str, *, limit: int, worker_id: str, lease_ms: int, now_ms: int
     ) -> list[Claimed]:
-        def tx(conn: sqlite3.Connection) -> tuple[list[Claimed], int | None, bool]:
+        def tx(conn: sqlite3.Connection) -> tuple[list[Claimed], int | None, bool, int | None]:
             row = conn.execute(SQL["is_paused"], (queue,)).fetchone()
             if row is not None and row[0]:
-                return [], None, False
+                return [], None, False, None
             # Promote more than ``limit``: a due job of high priority must not lose to
             # earlier-due low-priority ones just because they were promoted first.
             promote = max(limit, PROMOTE_ON_CLAIM)
@@ -265,13 +269,23 @@ class SqliteBackend(
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
                     _bury_corrupt(conn, queue, r, exc, now_ms, worker_id)
             claimed.sort(key=lambda c: (-c.record.priority, c.record.ready_ms))
+            # Fewer than asked: the worker is about to wait, and learns until when at most
+            next_due = (
+                conn.execute(SQL["next_due"], (queue,)).fetchone()[0] if len(rows) < limit else None
+            )
             if allowance is None:
-                return claimed, None, False
-            return claimed, allowance.hold_until_ms, allowance.capped
+                return claimed, None, False, next_due
+            return claimed, allowance.hold_until_ms, allowance.capped, next_due
 
         if limit <= 0:
             return []
-        claimed, hold_until_ms, capped = await self._write(tx)
+        claimed, hold_until_ms, capped, next_due_ms = await self._write(tx)
+        if next_due_ms is not None:
+            # wait_for_work sleeps no longer than this: a delayed job starts on time
+            delay_s = max(0, next_due_ms - now_ms) / 1000
+            self._due_at[queue] = asyncio.get_running_loop().time() + delay_s
+        else:
+            self._due_at.pop(queue, None)
         if hold_until_ms is not None:
             # wait_for_work sleeps until then instead of polling a queue that is held
             delay_s = max(0, hold_until_ms - now_ms) / 1000
@@ -297,13 +311,17 @@ class SqliteBackend(
             else:
                 await asyncio.sleep(min(timeout_s, min(held)))
             return
+        timeout = min(timeout_s, self.poll_interval_s)
+        due = [self._due_at[queue] - now for queue in queues if queue in self._due_at]
+        if due:
+            timeout = min(timeout, max(min(due), 0.0) + 0.001)
         listener = self._listener_on(loop)
         event = asyncio.Event()
         wakeups.add(self.path, loop, event)
         try:
             if listener is not None and listener.woken:
                 return  # work was committed since the last wait: claim before waiting
-            await asyncio.wait_for(event.wait(), min(timeout_s, self.poll_interval_s))
+            await asyncio.wait_for(event.wait(), timeout)
         except TimeoutError:
             pass
         finally:

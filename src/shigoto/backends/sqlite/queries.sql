@@ -70,6 +70,10 @@ WHERE seq IN (SELECT seq FROM jobs
               WHERE queue = :queue AND state = 'delayed' AND ready_ms <= :now
               ORDER BY ready_ms, seq LIMIT :limit);
 
+-- next_due --
+-- The earliest delayed job's ready time (jobs_delayed: one index probe), NULL for none.
+SELECT MIN(ready_ms) FROM jobs WHERE queue = ? AND state = 'delayed';
+
 -- is_paused --
 SELECT paused FROM queues WHERE name = ?;
 

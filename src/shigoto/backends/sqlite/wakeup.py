@@ -16,9 +16,10 @@ against 11 ms for huey, whose eight consumer threads poll in turn). Now:
   waiting (between a claim that found nothing and its wait) ends its next wait at once,
   so that job is not left to the poll.
 
-Polling stays as the fallback, and for delayed jobs coming due: where Unix datagram
-sockets are not available (Windows), when the directory is not the user's alone, and
-for processes of another user sharing the file.
+Polling stays as the fallback: where Unix datagram sockets are not available
+(Windows), when the directory is not the user's alone, and for processes of another
+user sharing the file. (Delayed jobs need neither: a claim that comes back short says
+when the next one is due, and the wait after it ends then.)
 """
 
 from __future__ import annotations
