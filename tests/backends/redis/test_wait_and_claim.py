@@ -12,6 +12,7 @@ import pytest
 from shigoto import App, JobContext
 from shigoto.backends.contract import ClaimsOnWake, NewJob, QueueLimits
 from shigoto.backends.redis import RedisBackend
+from shigoto.backends.redis.records import queue_keys
 from shigoto.clock import FrozenClock
 from shigoto.job import JobOptions, JobState
 
@@ -116,6 +117,65 @@ async def test_a_queue_held_by_its_rate_limit_waits_for_its_next_slot(
         )
     assert [c.record.id for c in claims] == ["a", "b"]
     assert 0.3 < time.monotonic() - started < 2.0
+
+
+def wall() -> int:
+    return int(time.time() * 1000)
+
+
+async def claim_when_due(rb: RedisBackend, queue: str) -> list[str]:
+    """Wait-and-claim until a job comes (the first wake-up may be the enqueue's own)."""
+    while True:
+        claimed = await rb.wait_and_claim(
+            queue, limit=10, worker_id="w", lease_ms=LEASE_MS, timeout_s=5.0, clock=wall
+        )
+        if claimed:
+            return [c.record.id for c in claimed]
+
+
+async def test_a_wait_cut_short_by_a_delayed_job_ends_when_it_is_due(
+    rb: RedisBackend, queue_name: str
+) -> None:
+    """Not at Redis' next cron tick (``hz`` 10: up to 100 ms later, so 7 waits would
+    all be under 50 ms late about once in a hundred runs): the backend sets the marker
+    the wait blocks on itself, when the job comes due."""
+    late = []
+    for n in range(7):
+        now = wall()
+        await rb.enqueue(
+            [NewJob(f"d{n}", queue_name, "task", b"{}", JobOptions(), now, now + 150)], now
+        )
+        assert (
+            await rb.claim(queue_name, limit=10, worker_id="w", lease_ms=LEASE_MS, now_ms=now) == []
+        )
+        assert await claim_when_due(rb, queue_name) == [f"d{n}"]
+        late.append(time.time() - (now + 150) / 1000)
+    assert max(late) < 0.05, late
+
+
+async def test_a_wait_that_ends_before_the_due_time_leaves_no_marker_behind(
+    rb: RedisBackend, backend_url: str, queue_name: str
+) -> None:
+    now = wall()
+    await rb.enqueue(
+        [NewJob("later", queue_name, "task", b"{}", JobOptions(), now, now + 300)], now
+    )
+    assert await rb.claim(queue_name, limit=10, worker_id="w", lease_ms=LEASE_MS, now_ms=now) == []
+    producer = RedisBackend(backend_url)
+    try:
+        # the enqueue's own wake-up (the wall clock: the due time is read against it)
+        await rb.wait_and_claim(
+            queue_name, limit=10, worker_id="w", lease_ms=LEASE_MS, timeout_s=0.05, clock=wall
+        )
+        waiting = asyncio.create_task(claim_when_due(rb, queue_name))
+        await asyncio.sleep(0.05)
+        await producer.enqueue([job(queue_name, "now")], wall())
+        assert await asyncio.wait_for(waiting, 3.0) == ["now"]
+        await asyncio.sleep(0.4)  # past the delayed job's due time
+        marker = queue_keys(rb.prefix, queue_name).marker
+        assert await rb._call("ZCARD", marker) == 0  # the wake-up was called off
+    finally:
+        await producer.close()
 
 
 async def test_scripts_flushed_during_the_wait_are_sent_again(own_server: RedisServer) -> None:
