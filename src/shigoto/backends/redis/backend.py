@@ -232,16 +232,13 @@ class RedisBackend(
         keys = queue_keys(self.prefix, queue)
         args = (0, min(limit, MAX_BATCH), worker_id, 0, os.urandom(6).hex(), lease_ms)
         script = SCRIPTS["claim"]
-        due = self._wake_in(timeout, keys.marker) if timeout < timeout_s else None
         try:
-            reply = await self._waiter.wait_then_eval(
-                [keys.marker], timeout, script.sha, _claim_keys(keys), args
-            )
+            with self._waking(timeout if timeout < timeout_s else None, keys.marker):
+                reply = await self._waiter.wait_then_eval(
+                    [keys.marker], timeout, script.sha, _claim_keys(keys), args
+                )
         except ResponseError as exc:
             raise ShigotoError(f"Redis script claim failed: {exc}") from exc
-        finally:
-            if due is not None:
-                due.cancel()
         if reply is NO_SCRIPT:  # a restarted server: the usual path re-sends the script
             return await self.claim(
                 queue, limit=limit, worker_id=worker_id, lease_ms=lease_ms, now_ms=clock()
@@ -339,14 +336,9 @@ class RedisBackend(
                     raise unavailable(self.settings, exc) from exc
                 node = None if owner is None else (owner.host, int(owner.port))
             groups.setdefault(node, []).append(marker)
-        due = (
-            self._wake_in(timeout, next(iter(groups.values()))[0]) if timeout < timeout_s else None
-        )
-        try:
+        # one marker is enough to wake the wait: it ends when any of its commands does
+        with self._waking(timeout if timeout < timeout_s else None, next(iter(groups.values()))[0]):
             await self._waiter.wait(groups, timeout)
-        finally:
-            if due is not None:
-                due.cancel()
 
     async def extend(
         self, leases: Sequence[Lease], *, lease_ms: int, now_ms: int

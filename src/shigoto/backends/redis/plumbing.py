@@ -198,19 +198,23 @@ class RedisPlumbing:
         except ResponseError as exc:
             raise ShigotoError(f"Redis {command[0]} failed: {exc}") from exc
 
-    def _wake_in(self, delay_s: float, marker: bytes) -> asyncio.TimerHandle:
-        """Set the wake-up ``marker`` in ``delay_s`` (cancel the handle to not).
+    @contextlib.contextmanager
+    def _waking(self, delay_s: float | None, marker: bytes) -> Iterator[None]:
+        """For a blocking wait on ``marker`` with a timeout of ``delay_s`` that must end
+        on time (None: it need not): sets the marker then, unless the block ended first.
 
         Redis ends a blocking wait's timeout only at its next cron tick (``hz``: 10 a
-        second by default), so a wait cut short for a delayed job coming due, or a
+        second by default), so a wait cut short for a delayed job coming due, or for a
         queue's next slot, would end up to 100 ms late (bench/delayed.py: p50 27 ms).
-        Setting the marker the wait blocks on ends it at the time asked. A marker set
-        just after the wait ended for another reason wakes the next wait once, for
-        nothing, which costs an empty claim."""
+        A marker set just after the wait ended for another reason wakes the next wait
+        once, for nothing, which costs an empty claim."""
+        if delay_s is None:
+            yield
+            return
         loop = asyncio.get_running_loop()
 
         async def wake() -> None:
-            with contextlib.suppress(ShigotoError):  # else the wait's own timeout ends it
+            with contextlib.suppress(Exception):  # else the wait's own timeout ends it
                 await self._call("ZADD", marker, 0, "w")
 
         def start() -> None:
@@ -218,7 +222,11 @@ class RedisPlumbing:
             self._wakes.add(task)  # a task nothing refers to may be collected mid-way
             task.add_done_callback(self._wakes.discard)
 
-        return loop.call_later(delay_s, start)
+        handle = loop.call_later(delay_s, start)
+        try:
+            yield
+        finally:
+            handle.cancel()
 
     async def _register(self, queue: str) -> None:
         """Add ``queue`` to the set of queue names (once per backend instance)."""

@@ -159,10 +159,10 @@ class SqliteBackend(
                 )
         self._connection = SerialConnection(self.path, self._open)
         self._held_at: dict[str, float] = {}
+        """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
         self._due_at: dict[str, float] = {}
         """Queue -> event-loop time its earliest delayed job comes due (as of its last
         short claim): waits end then, not at the next poll."""
-        """Queue -> event-loop time its next slot opens, when a limit held a claim back."""
         self._capped: set[str] = set()
         """Queues held by max_active alone: a job of theirs finishing here wakes waits."""
         self._freed = asyncio.Event()
