@@ -95,6 +95,7 @@ async def test_a_wake_up_while_not_waiting_ends_the_next_wait_at_once(
 
 
 async def test_a_socket_left_by_a_dead_process_is_removed(backend: SqliteBackend) -> None:
+    await backend.wait_for_work([QUEUE], timeout_s=0.01)  # a listener: the folder exists
     folder = wakeup.socket_dir(backend.path)
     assert folder is not None
     stale = os.path.join(folder, "999999999-dead")
@@ -157,3 +158,14 @@ async def test_a_wait_ends_when_the_earliest_delayed_job_comes_due(
     now = int(time.time() * 1000)
     claimed = await backend.claim(QUEUE, limit=5, worker_id="w", lease_ms=60_000, now_ms=now)
     assert [c.record.id for c in claimed] == ["later"]
+
+
+async def test_a_file_that_only_had_producers_leaves_no_folder_behind(tmp_path: Path) -> None:
+    backend = SqliteBackend(f"sqlite:///{tmp_path / 'producer.db'}")
+    await backend.connect()
+    try:
+        await backend.enqueue([NewJob("j", QUEUE, "noop", b"{}", JobOptions(), 0, 0)], 0)
+        folder = wakeup.socket_dir(backend.path)
+        assert folder is not None and not os.path.exists(folder)
+    finally:
+        await backend.close()

@@ -41,9 +41,11 @@ log = logging.getLogger("shigoto.sqlite")
 
 @functools.lru_cache(maxsize=64)
 def socket_dir(path: str) -> str | None:
-    """The directory of the wake-up sockets for the database file ``path`` (created
-    here), or None when there is none to use: no Unix datagram sockets, or a directory
-    that is not this user's alone (another user could then read or forge wake-ups)."""
+    """The directory of the wake-up sockets for the database file ``path``, or None when
+    there is none to use: no Unix datagram sockets, or a parent directory that is not
+    this user's alone (another user could then read or forge wake-ups, or plant files
+    for a sender to remove). The first listener creates it and the last one out removes
+    it, so a file that only ever had producers leaves nothing behind."""
     getuid = getattr(os, "getuid", None)
     if getuid is None or not hasattr(socket, "AF_UNIX"):
         return None
@@ -58,12 +60,10 @@ def socket_dir(path: str) -> str | None:
                 root,
             )
             return None
-        folder = os.path.join(root, hashlib.sha256(path.encode()).hexdigest()[:16])
-        os.makedirs(folder, mode=0o700, exist_ok=True)
     except OSError as exc:
         log.warning("SQLite wake-ups across processes are off (%s); polling instead", exc)
         return None
-    return folder
+    return os.path.join(root, hashlib.sha256(path.encode()).hexdigest()[:16])
 
 
 class Wakeups:
@@ -143,6 +143,7 @@ class Listener:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            os.makedirs(folder, mode=0o700, exist_ok=True)
             try:
                 sock.bind(self.address)
             except FileNotFoundError:  # the last listener there just removed the folder
