@@ -2,6 +2,7 @@
 
     python bench/throughput.py --url sqlite:////tmp/bench.db [--jobs 20000]
                                [--concurrency 50] [--processes 1] [--work-us 0]
+                               [--remove-on-complete] [--script-times]
 
 Enqueueing is timed in this process. Draining is done by ``--processes`` fresh worker
 processes (default one), each started, imported and connected *before* the clock
@@ -13,12 +14,15 @@ way CPU-bound work in an ``async`` handler holds the event loop), to see how mor
 worker processes scale once a job costs more than the framework's own few µs. On
 Redis the server's own CPU time per job is read from ``INFO cpu`` around the drain:
 worker + server CPU per job is what bounds the jobs/s that the machine's cores allow.
+``--script-times`` also splits the server's time by script and command, from its slow
+log (every command is logged during the drain, which costs Redis a little itself).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -152,6 +156,55 @@ def server_cpu_s(url: str) -> float | None:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+class ScriptTimes:
+    """What each script (and each command) cost Redis during the drain, from its slow
+    log: logging every command (``slowlog-log-slower-than 0``) for the drain only, then
+    restoring the server's settings. A script's time includes the commands it calls,
+    which are listed on their own too, so the rows add up to more than the total."""
+
+    KEEP = 500_000
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        from shigoto.backends.redis.plumbing import SCRIPTS
+
+        self._client = redis.Redis.from_url(url.split("?", 1)[0])
+        self._names = {script.sha: name for name, script in SCRIPTS.items()}
+        self._saved = self._client.config_get("slowlog-*")
+
+    def __enter__(self) -> ScriptTimes:
+        self._client.config_set("slowlog-max-len", self.KEEP)
+        self._client.slowlog_reset()
+        self._client.config_set("slowlog-log-slower-than", 0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.config_set("slowlog-log-slower-than", 10**9)
+        self._entries = self._client.slowlog_get(self.KEEP)
+        self._client.slowlog_reset()
+        for key, value in self._saved.items():
+            self._client.config_set(key, value)
+        self._client.close()
+
+    def report(self, jobs: int) -> list[str]:
+        totals: dict[str, list[int]] = {}
+        for entry in self._entries:
+            command = entry["command"].split()
+            name = command[0].decode().upper()
+            if name == "EVALSHA" and len(command) > 1:
+                name = self._names.get(command[1].decode(), command[1].decode()[:12]) + ".lua"
+            row = totals.setdefault(name, [0, 0])
+            row[0] += 1
+            row[1] += entry["duration"]
+        rows = sorted(totals.items(), key=lambda item: -item[1][1])
+        return [
+            f"  {name:<28} {calls:>7,} calls {us / calls:>9.1f} µs/call {us / jobs:>7.2f} µs/job"
+            for name, (calls, us) in rows
+            if us / jobs >= 0.005 and name not in ("SLOWLOG", "CONFIG")
+        ]
+
+
 def reproduce(args: argparse.Namespace) -> str:
     parts = ["python", "bench/throughput.py", "--url", args.url, "--jobs", str(args.jobs)]
     parts += ["--concurrency", str(args.concurrency), "--processes", str(args.processes)]
@@ -161,6 +214,8 @@ def reproduce(args: argparse.Namespace) -> str:
         parts += ["--work-us", str(args.work_us)]
     if args.no_metrics:
         parts.append("--no-metrics")
+    if args.script_times:
+        parts.append("--script-times")
     if args.loop != "asyncio":
         parts += ["--loop", args.loop]
     return shlex.join(parts)
@@ -192,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop (both sides)"
     )
+    parser.add_argument(
+        "--script-times",
+        action="store_true",
+        help="Redis: what each script and command cost the server during the drain (slow log)",
+    )
     parser.add_argument("--queue", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -202,11 +262,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--jobs, --concurrency and --processes must be >= 1")
     if args.work_us < 0:
         parser.error("--work-us must be >= 0")
+    if args.script_times and not args.url.startswith(("redis://", "rediss://")):
+        parser.error("--script-times reads a Redis server's slow log: a redis:// URL only")
     args.queue = f"bench-{os.urandom(4).hex()}"
 
     enqueue_s = run_on(args.loop, enqueue(args))
+    times = ScriptTimes(args.url) if args.script_times else contextlib.nullcontext()
     server_before = server_cpu_s(args.url)
-    processed, process_s, cpu_s = drain(args)
+    with times:
+        processed, process_s, cpu_s = drain(args)
     server_after = server_cpu_s(args.url)
     server_s = None
     if server_before is not None and server_after is not None:
@@ -233,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
             f"Redis CPU  {server_us:8.1f} µs per job (INFO cpu around the drain); "
             f"{os.cpu_count()} cores allow at most {bound:,.0f} jobs/s at these costs"
         )
+    if isinstance(times, ScriptTimes):
+        print("Redis time by script and command (slow log; a script's includes its commands)")
+        print("\n".join(times.report(max(processed, 1))))
     pending = counts["waiting"] + counts["delayed"] + counts["active"]
     if processed != args.jobs or pending:
         print(f"WARNING    processed {processed} of {args.jobs}; left: {counts}")

@@ -4,11 +4,13 @@ file of their own, so no server is needed, but for the RabbitMQ floor."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from conftest import REDIS_HOST, REDIS_PORT, amqp_test_url, require_server, shared_redis_url
 
@@ -41,12 +43,18 @@ def test_the_benchmark_runs_on_a_tiny_n(script: str, tmp_path: Path) -> None:
 @pytest.mark.servers
 def test_throughput_on_redis_reports_the_servers_cpu_per_job_and_what_the_cores_allow() -> None:
     require_server("Redis", REDIS_HOST, REDIS_PORT)
+    server = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    before = server.config_get("slowlog-*")
     command = [sys.executable, str(BENCH / "throughput.py"), "--url", shared_redis_url("bench")]
     arguments = ["--jobs", "200", "--concurrency", "10", "--work-us", "20", "--remove-on-complete"]
+    arguments.append("--script-times")
     done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Redis CPU" in done.stdout and "jobs/s at these costs" in done.stdout, done.stdout
     assert "--work-us 20" in done.stdout  # the reproduce line keeps it
+    # what each script cost, from the slow log, whose settings are given back after
+    assert re.search(r"claim\.lua +\d+ calls .* µs/job", done.stdout), done.stdout
+    assert server.config_get("slowlog-*") == before
 
 
 @pytest.mark.servers

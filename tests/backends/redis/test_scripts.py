@@ -12,7 +12,7 @@ import pytest
 
 from shigoto.backends.contract import Lease, NewJob
 from shigoto.backends.redis import RedisBackend
-from shigoto.backends.redis.records import QueueKeys, job_values
+from shigoto.backends.redis.records import FRESH, QueueKeys, job_values
 from shigoto.backends.redis.scripts import (
     BAD_ARGUMENTS,
     LEASE_LOST,
@@ -191,6 +191,37 @@ async def test_claim_returns_next_due_and_hold_then_five_values_per_job(
     paused = await run(rb, "set_paused", (keys.meta, keys.marker), "1")
     assert paused == 1
     assert await run(rb, "claim", claim_keys(keys), T0 + 9000, 10, "w", T0, "t") == [-1, -1, 0]
+
+
+async def test_a_new_jobs_state_is_leased_by_editing_its_bytes(
+    rb: RedisBackend, keys: QueueKeys, queue_name: str, raw: Any
+) -> None:
+    """claim.lua leases a state as records.py wrote it without decoding it: `a` = 0
+    (packed as a uint8, which no encoder writes by itself) becomes 1 in place and the
+    lease's fields are appended. Decoded, it is exactly the state the general path
+    writes, which a state some script has rewritten still takes."""
+    await rb.enqueue([job(queue_name, "new"), job(queue_name, "again")], T0)
+    stored = await raw.hget(keys.jobs, "new")
+    assert stored[1:5] == FRESH
+    await run(rb, "claim", claim_keys(keys), T0, 1, "w", T0 + 100, "tok")
+    leased = await raw.hget(keys.jobs, "new")
+    assert leased[3:6] == b"\xa1a\x01" and leased.endswith(b"\xa1t\xa4tok1")
+    lease = {"s": "active", "t": "tok1", "w": "w", "l": T0 + 100, "sm": T0}
+    expected = {**msgspec.msgpack.decode(stored), "a": 1, **lease}
+    assert msgspec.msgpack.decode(leased) == expected
+
+    # a state no longer as written at enqueue (released, so rewritten by a script)
+    # takes the general path, and both paths store the same fields
+    await rb.release([Lease(queue_name, "new", "tok1")], now_ms=T0)
+    rewritten = await raw.hget(keys.jobs, "new")
+    assert rewritten[1:5] != FRESH
+    reply = await run(rb, "claim", claim_keys(keys), T0, 2, "w", T0 + 100, "tok")
+    assert [reply[3], reply[8]] == [b"new", b"again"]
+    again = msgspec.msgpack.decode(await raw.hget(keys.jobs, "again"))
+    assert again == {**expected, "q": again["q"], "t": "tok2"}
+    released = msgspec.msgpack.decode(await raw.hget(keys.jobs, "new"))
+    assert released["a"] == 1 + msgspec.msgpack.decode(rewritten)["a"]
+    assert {key: released[key] for key in lease} == lease
 
 
 async def test_claim_error_codes(rb: RedisBackend, keys: QueueKeys) -> None:

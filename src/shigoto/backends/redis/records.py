@@ -324,7 +324,6 @@ class _OptionsPart(msgspec.Struct):
     ra: int
     fc: int
     fa: int
-    a: int = 0
     st: int = 0
 
 
@@ -361,7 +360,15 @@ def new_state(job: NewJob, ready_ms: int, now_ms: int) -> bytes:
         )
     )
     shared, shared_count, _ = _options_parts(job.options)
-    return _FIXMAP_HEADERS[own[0] - _FIXMAP + shared_count + 1] + own[1:] + shared
+    return _FIXMAP_HEADERS[own[0] - _FIXMAP + shared_count + 2] + FRESH + own[1:] + shared
+
+
+FRESH = b"\xa1a\xcc\x00"
+"""The first entry of a new job's state: attempts ``a`` = 0, packed as a ``uint8``
+where any MessagePack encoder, ``cmsgpack`` included, writes a one-byte ``fixint``. A
+state that starts with it is one this module wrote and no script has rewritten since,
+so ``claim.lua`` may lease it by editing its bytes instead of decoding and re-encoding
+the whole map (see there)."""
 
 
 _FIXARRAY_2 = b"\x92"

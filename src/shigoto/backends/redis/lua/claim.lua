@@ -269,43 +269,66 @@ local states, job_args, active_args, corrupt = {}, {}, {}, {}
 local lease_score, now_score = int(lease_until), int(now)
 local group_stamp = string.format('%015d', now)
 local rate_args, grate_args, grate_exp_args = {}, {}, {}
+-- A state as records.py wrote it at enqueue, never rewritten since (see FRESH there):
+-- its map starts with attempts = 0 packed as a uint8. Leasing it needs no decoding:
+-- `a` becomes 1 in place (canonical, so never FRESH again) and the lease's fields are
+-- appended after the old ones, which MessagePack decoders read as the later value of
+-- a key seen twice (cmsgpack and msgspec both keep the last). That is 0.3 us of Redis
+-- per job instead of 2.7 us for cmsgpack.unpack + pack. Not with group limits, which
+-- need the job's group.
+local FRESH = '\161a\204\0'
+local lease_tail = not group_max
+  and cmsgpack.pack('s', 'active', 'w', worker, 'l', lease_until, 'sm', now)
 for n, id in ipairs(ids) do
   local until_ms = lease_until
-  local ok, job = pcall(cmsgpack.unpack, packed[n] or '')
-  if not ok or type(job) ~= 'table' or type(job.a) ~= 'number' then
-    -- A damaged state (not written by these scripts): raising here would leave every
-    -- job popped above out of `wait` and never active (lost). Instead it becomes an
-    -- already expired lease with max_stalls 0, which recover_stalled turns dead.
-    append_error(errors, id, '{"attempt":0,"error_type":"CorruptRecord","message":' ..
-      cjson.encode('the stored job state could not be decoded') ..
-      ',"traceback":"","worker_id":' .. cjson.encode(worker) ..
-      ',"started_ms":null,"ended_ms":' .. int(now) .. '}')
-    job = {s = 'waiting', n = '?', cm = now, p = 0, r = now, q = 0, a = 0, st = 0, ms = 0}
-    until_ms = now - 1
-    corrupt[n] = true
+  local raw = packed[n] or ''
+  local count = string.byte(raw, 1)
+  if lease_tail and count and count >= 128 and count < 144 and string.sub(raw, 2, 5) == FRESH then
+    local token = token_prefix .. n
+    count = count - 128 + 5
+    states[n] = (count < 16 and string.char(128 + count) or string.char(222, 0, count)) ..
+      '\161a\1' .. string.sub(raw, 6) .. lease_tail .. '\161t' .. cmsgpack.pack(token)
+    if rate_max then
+      rate_args[#rate_args + 1] = now_score
+      rate_args[#rate_args + 1] = token
+    end
+  else
+    local ok, job = pcall(cmsgpack.unpack, raw)
+    if not ok or type(job) ~= 'table' or type(job.a) ~= 'number' then
+      -- A damaged state (not written by these scripts): raising here would leave every
+      -- job popped above out of `wait` and never active (lost). Instead it becomes an
+      -- already expired lease with max_stalls 0, which recover_stalled turns dead.
+      append_error(errors, id, '{"attempt":0,"error_type":"CorruptRecord","message":' ..
+        cjson.encode('the stored job state could not be decoded') ..
+        ',"traceback":"","worker_id":' .. cjson.encode(worker) ..
+        ',"started_ms":null,"ended_ms":' .. int(now) .. '}')
+      job = {s = 'waiting', n = '?', cm = now, p = 0, r = now, q = 0, a = 0, st = 0, ms = 0}
+      until_ms = now - 1
+      corrupt[n] = true
+    end
+    job.s = 'active'
+    job.t = token_prefix .. n
+    job.w = worker
+    job.l = until_ms
+    job.sm = now
+    job.a = job.a + 1
+    states[n] = cmsgpack.pack(job)
+    if rate_max then
+      rate_args[#rate_args + 1] = now_score
+      rate_args[#rate_args + 1] = job.t
+    end
+    if group_max and type(job.g) == 'string' then
+      local member = job.g .. '\0' .. group_stamp .. job.t
+      grate_args[#grate_args + 1] = 0
+      grate_args[#grate_args + 1] = member
+      grate_exp_args[#grate_exp_args + 1] = now_score
+      grate_exp_args[#grate_exp_args + 1] = member
+    end
   end
-  job.s = 'active'
-  job.t = token_prefix .. n
-  job.w = worker
-  job.l = until_ms
-  job.sm = now
-  job.a = job.a + 1
-  states[n] = cmsgpack.pack(job)
   job_args[#job_args + 1] = id
   job_args[#job_args + 1] = states[n]
   active_args[#active_args + 1] = corrupt[n] and int(until_ms) or lease_score
   active_args[#active_args + 1] = id
-  if rate_max then
-    rate_args[#rate_args + 1] = now_score
-    rate_args[#rate_args + 1] = job.t
-  end
-  if group_max and type(job.g) == 'string' then
-    local member = job.g .. '\0' .. group_stamp .. job.t
-    grate_args[#grate_args + 1] = 0
-    grate_args[#grate_args + 1] = member
-    grate_exp_args[#grate_exp_args + 1] = now_score
-    grate_exp_args[#grate_exp_args + 1] = member
-  end
 end
 redis.call('HSET', jobs, unpack(job_args))
 redis.call('ZADD', active, unpack(active_args))
