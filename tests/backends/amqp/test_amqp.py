@@ -56,8 +56,16 @@ def test_a_url_without_a_store_is_store_less_and_an_empty_store_is_refused() -> 
         parse_url("amqp://guest:secret@127.0.0.1/?store=")
 
 
+def test_a_notification_expires_after_notice_ttl_seconds_or_never() -> None:
+    def ttl(option: str) -> int | None:
+        return parse_url(f"amqp://h/?{option}&store=sqlite:///x.db").notice_ttl_ms
+
+    assert (ttl(""), ttl("notice_ttl=0.25"), ttl("notice_ttl=0")) == (1000, 250, None)
+
+
 def test_bad_options_are_refused() -> None:
-    for option in ("max_priority=0", "publish_timeout=-1", "dead_max=x", "prefix="):
+    bad = ("max_priority=0", "publish_timeout=-1", "dead_max=x", "prefix=", "notice_ttl=-1")
+    for option in bad:
         with pytest.raises(ConfigurationError):
             parse_url(f"amqp://h/?{option}&store=sqlite:///x.db")
 
@@ -103,10 +111,41 @@ async def test_an_enqueue_publishes_one_persistent_notification(
         await app.close()
 
 
+async def test_a_notification_no_consumer_takes_within_notice_ttl_is_dropped_not_the_job(
+    channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
+) -> None:
+    """After a burst, the broker holds notifications of jobs the store has long handed
+    out (it drains faster than the broker delivers); expired, they are not delivered
+    at all. The job itself is in the store, and the next claim finds it."""
+    app = App(backend_url.replace("store=", "notice_ttl=0.2&store=", 1))
+    ran: list[int] = []
+
+    @app.job(queue=queue_name)
+    async def task(ctx: JobContext, n: int) -> None:
+        ran.append(n)
+
+    try:
+        await app.queue(queue_name).add_bulk({"name": "task", "data": {"n": n}} for n in range(3))
+        backend = await app.backend()
+        assert isinstance(backend, StoredBackend)
+        name = work_queue(backend.settings, queue_name)
+        assert await ready_messages(channel, name) == 3
+        await until(lambda: _equal(ready_messages(channel, name), 0), 5, "the broker to drop them")
+        await app.worker([queue_name], 5, burst=True, handle_signals=False).run()
+        assert sorted(ran) == [0, 1, 2]
+    finally:
+        await app.close()
+
+
+async def _equal(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
 async def test_a_delayed_job_wakes_a_worker_at_its_due_time(
     backend_url: str, queue_name: str
 ) -> None:
-    """Through a TTL bucket and the dead-letter exchange, no plugin: within ~1 %."""
+    """Through a TTL bucket and the dead-letter exchange, no plugin: within ~1 %. (Its
+    delay is longer than ``notice_ttl``: a delayed notification does not expire.)"""
     app = App(backend_url)
     started: list[float] = []
 

@@ -90,6 +90,9 @@ class Outgoing:
     amqp_priority: int | None = None
     """The broker priority as it was delivered (overrides ``priority``): a message given
     back unchanged keeps its level."""
+    expiration_ms: int | None = None
+    """Dropped by the broker if still undelivered after this long (never for a message
+    that waits in a delay bucket first: the bucket would dead-letter it early)."""
 
 
 @dataclass(slots=True)
@@ -197,13 +200,16 @@ class Broker:
     # -- publishing --------------------------------------------------------------------
 
     async def notify(self, notices: Iterable[Notice]) -> None:
-        """Publish ready-job notifications, each confirmed by the broker."""
+        """Publish ready-job notifications, each confirmed by the broker. One that no
+        consumer takes within ``notice_ttl`` is dropped (see :mod:`.settings`)."""
+        ttl = self.settings.notice_ttl_ms
         await self.publish(
             Outgoing(
                 n.queue,
                 msgspec.json.encode({"id": n.job_id, "delay_ms": n.delay_ms}),
                 n.priority,
                 n.delay_ms,
+                expiration_ms=ttl if n.delay_ms <= 0 else None,
             )
             for n in notices
         )
@@ -277,6 +283,11 @@ class Broker:
                 ),
                 content_type="application/json",
                 headers=item.headers,
+                expiration=(
+                    str(item.expiration_ms)
+                    if item.expiration_ms is not None and item.delay_ms <= 0
+                    else None
+                ),
             )
             messages.append((targets[place], item.body, properties))
         assert self._publisher is not None

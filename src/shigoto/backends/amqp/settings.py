@@ -24,6 +24,15 @@ Form::
 * ``expires`` (seconds, unset by default): the broker deletes a queue unused this long
   (``x-expires``), messages included, and the routes exchange (declared auto-delete)
   once no queue is bound to it. For test suites and throw-away environments.
+* ``notice_ttl`` (seconds, default 1; ``0``: never): with a store, how long a ready
+  job's notification may wait in the broker for a consumer before the broker drops it
+  (the message's ``expiration``). One waits that long only while every worker's window
+  is full, that is while every worker is busy, and a busy worker claims from the store
+  as soon as it has a free slot, notification or not. Without it, a backlog enqueued
+  faster than it is delivered leaves its notifications behind the jobs (the store
+  drains faster than the broker delivers): every worker then spends seconds after a
+  burst receiving and acking them, and a job enqueued meanwhile waits its turn behind
+  them. Delayed jobs' notifications never expire (they wait in a delay bucket first).
 * Anything else (``heartbeat``, ``connection_timeout``, …) is passed to aio-pika.
 """
 
@@ -35,7 +44,16 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ...errors import ConfigurationError
 
-_OWN = {"store", "prefix", "classic", "max_priority", "publish_timeout", "dead_max", "expires"}
+_OWN = {
+    "store",
+    "prefix",
+    "classic",
+    "max_priority",
+    "publish_timeout",
+    "dead_max",
+    "expires",
+    "notice_ttl",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +70,8 @@ class AmqpSettings:
     expires_ms: int | None = None
     """Delete broker queues unused this long (``x-expires``): for tests and ephemeral
     environments only — an expired queue is deleted with its messages."""
+    notice_ttl_ms: int | None = 1000
+    """The ``expiration`` of a ready job's notification (None: none); see the module."""
 
     def is_classic(self, queue: str) -> bool:
         return "*" in self.classic or queue in self.classic
@@ -107,7 +127,14 @@ def parse_url(url: str) -> AmqpSettings:
         expires_ms=(
             round(1000 * _seconds(options["expires"], "expires")) if "expires" in options else None
         ),
+        notice_ttl_ms=_notice_ttl(options.get("notice_ttl", "1")),
     )
+
+
+def _notice_ttl(value: str) -> int | None:
+    if value.strip() in {"0", "0.0"}:
+        return None
+    return max(1, round(1000 * _seconds(value, "notice_ttl")))
 
 
 def _prefix(value: str) -> str:
