@@ -91,8 +91,8 @@ class Outgoing:
     """The broker priority as it was delivered (overrides ``priority``): a message given
     back unchanged keeps its level."""
     expiration_ms: int | None = None
-    """Dropped by the broker if still undelivered after this long (never for a message
-    that waits in a delay bucket first: the bucket would dead-letter it early)."""
+    """Dropped by the broker if still undelivered after this long. Ignored for a message
+    that waits in a delay bucket first: the bucket would dead-letter it early."""
 
 
 @dataclass(slots=True)
@@ -202,14 +202,13 @@ class Broker:
     async def notify(self, notices: Iterable[Notice]) -> None:
         """Publish ready-job notifications, each confirmed by the broker. One that no
         consumer takes within ``notice_ttl`` is dropped (see :mod:`.settings`)."""
-        ttl = self.settings.notice_ttl_ms
         await self.publish(
             Outgoing(
                 n.queue,
                 msgspec.json.encode({"id": n.job_id, "delay_ms": n.delay_ms}),
                 n.priority,
                 n.delay_ms,
-                expiration_ms=ttl if n.delay_ms <= 0 else None,
+                expiration_ms=self.settings.notice_ttl_ms,
             )
             for n in notices
         )

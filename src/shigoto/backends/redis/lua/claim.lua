@@ -277,16 +277,18 @@ local rate_args, grate_args, grate_exp_args = {}, {}, {}
 -- per job instead of 2.7 us for cmsgpack.unpack + pack. Not with group limits, which
 -- need the job's group.
 local FRESH = '\161a\204\0'
+local FIXMAP, MAP16 = 128, 222  -- MessagePack map headers: 0x80 | count (< 16), 0xde
 local lease_tail = not group_max
   and cmsgpack.pack('s', 'active', 'w', worker, 'l', lease_until, 'sm', now)
 for n, id in ipairs(ids) do
   local until_ms = lease_until
   local raw = packed[n] or ''
-  local count = string.byte(raw, 1)
-  if lease_tail and count and count >= 128 and count < 144 and string.sub(raw, 2, 5) == FRESH then
+  local header = string.byte(raw, 1)
+  if lease_tail and header and header >= FIXMAP and header < FIXMAP + 16
+    and string.sub(raw, 2, 5) == FRESH then
     local token = token_prefix .. n
-    count = count - 128 + 5
-    states[n] = (count < 16 and string.char(128 + count) or string.char(222, 0, count)) ..
+    local count = header - FIXMAP + 5  -- s, w, l and sm again, and t
+    states[n] = (count < 16 and string.char(FIXMAP + count) or string.char(MAP16, 0, count)) ..
       '\161a\1' .. string.sub(raw, 6) .. lease_tail .. '\161t' .. cmsgpack.pack(token)
     if rate_max then
       rate_args[#rate_args + 1] = now_score
