@@ -61,6 +61,8 @@ def test_a_notification_expires_after_notice_ttl_seconds_or_never() -> None:
         return parse_url(f"amqp://h/?{option}&store=sqlite:///x.db").notice_ttl_ms
 
     assert (ttl(""), ttl("notice_ttl=0.25"), ttl("notice_ttl=0")) == (1000, 250, None)
+    with pytest.raises(ConfigurationError, match="or 0 for never"):
+        ttl("notice_ttl=soon")
 
 
 def test_bad_options_are_refused() -> None:

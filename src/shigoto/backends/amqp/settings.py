@@ -132,9 +132,18 @@ def parse_url(url: str) -> AmqpSettings:
 
 
 def _notice_ttl(value: str) -> int | None:
-    if value.strip() in {"0", "0.0"}:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds == 0:
         return None
-    return max(1, round(1000 * _seconds(value, "notice_ttl")))
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigurationError(
+            f"amqp URL option notice_ttl={value!r}: seconds a notification may wait for a "
+            "consumer (a positive number), or 0 for never"
+        )
+    return max(1, round(1000 * seconds))
 
 
 def _prefix(value: str) -> str:
