@@ -117,9 +117,10 @@ async def test_a_notification_no_consumer_takes_within_notice_ttl_is_dropped_not
     channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
 ) -> None:
     """After a burst, the broker holds notifications of jobs the store has long handed
-    out (it drains faster than the broker delivers); expired, they are not delivered
-    at all. The job itself is in the store, and the next claim finds it."""
-    app = App(backend_url.replace("store=", "notice_ttl=0.2&store=", 1))
+    out (it drains faster than the broker delivers); expired (after ``notice_ttl``, 1 s
+    by default), they are not delivered at all. The job itself is in the store, and the
+    next claim finds it."""
+    app = App(backend_url)
     ran: list[int] = []
 
     @app.job(queue=queue_name)
