@@ -114,7 +114,7 @@ async def test_an_enqueue_publishes_one_persistent_notification(
 
 
 async def test_a_notification_no_consumer_takes_within_notice_ttl_is_dropped_not_the_job(
-    channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
+    ab: StoredBackend, channel: aio_pika.abc.AbstractChannel, queue_name: str, backend_url: str
 ) -> None:
     """After a burst, the broker holds notifications of jobs the store has long handed
     out (it drains faster than the broker delivers); expired (after ``notice_ttl``, 1 s
@@ -129,9 +129,7 @@ async def test_a_notification_no_consumer_takes_within_notice_ttl_is_dropped_not
 
     try:
         await app.queue(queue_name).add_bulk({"name": "task", "data": {"n": n}} for n in range(3))
-        backend = await app.backend()
-        assert isinstance(backend, StoredBackend)
-        name = work_queue(backend.settings, queue_name)
+        name = work_queue(ab.settings, queue_name)
         assert await ready_messages(channel, name) == 3
         await until(lambda: _equal(ready_messages(channel, name), 0), 5, "the broker to drop them")
         await app.worker([queue_name], 5, burst=True, handle_signals=False).run()
