@@ -62,44 +62,64 @@ def cpu_s(url: str) -> float:
     return time.process_time() + (server_cpu_s(url) or 0.0)
 
 
+class Variant:
+    """The app of one variant: ``on`` names the features turned on (:data:`FEATURES`),
+    with a no-op job on ``queue`` (removed on completion) and, with ``events``, one
+    ``completed`` listener that counts."""
+
+    def __init__(self, url: str, on: set[str], queue: str) -> None:
+        audit: AuditSettings | bool = "audit" in on
+        if "runs" in on and "audit" not in on:
+            audit = AuditSettings(enqueues=False)
+        self.app = App(url, guard="guard" in on, audit=audit)
+        self.on, self.queue, self.name = on, queue, f"noop-{queue}"
+        self.completed = 0
+
+        @self.app.job(queue=queue, name=self.name, remove_on_complete=True)
+        async def noop(ctx: JobContext, n: int) -> None:
+            return None
+
+        if "events" in on:
+            self.app.on("completed", self._count)
+
+    def _count(self, event: Any) -> None:
+        self.completed += 1
+
+    async def add_bulk(self, jobs: int) -> None:
+        await self.app.queue(self.queue).add_bulk(
+            ({"name": self.name, "data": {"n": n}} for n in range(jobs)), return_jobs=False
+        )
+
+    async def drain(self, jobs: int, concurrency: int) -> None:
+        """Run a burst worker until the queue is empty; it must have run ``jobs``."""
+        worker = self.app.worker(
+            [self.queue],
+            concurrency,
+            burst=True,
+            handle_signals=False,
+            metrics="metrics" in self.on,
+        )
+        await worker.run()
+        assert worker.processed == jobs, worker.processed
+        assert self.completed == (jobs if "events" in self.on else 0), self.completed
+
+
 async def one_round(args: argparse.Namespace, features: bool) -> Outcome:
     """One variant's :data:`Outcome`."""
-    queue = f"features-{os.urandom(4).hex()}"
-    on = set(args.only) if features else set()
-    audit: AuditSettings | bool = "audit" in on
-    if "runs" in on and "audit" not in on:
-        audit = AuditSettings(enqueues=False)
-    app = App(args.url, guard="guard" in on, audit=audit)
-    completed = 0
-
-    @app.job(queue=queue, name=f"noop-{queue}", remove_on_complete=True)
-    async def noop(ctx: JobContext, n: int) -> None:
-        return None
-
-    def count(event: Any) -> None:
-        nonlocal completed
-        completed += 1
-
-    if "events" in on:
-        app.on("completed", count)
+    variant = Variant(
+        args.url, set(args.only) if features else set(), f"features-{os.urandom(4).hex()}"
+    )
+    app = variant.app
     try:
         await app.backend()
         cpu, started = cpu_s(args.url), time.perf_counter()
-        await app.queue(queue).add_bulk(
-            ({"name": f"noop-{queue}", "data": {"n": n}} for n in range(args.jobs)),
-            return_jobs=False,
-        )
+        await variant.add_bulk(args.jobs)
         enqueue_rate = args.jobs / (time.perf_counter() - started)
         enqueue_cpu = cpu_s(args.url) - cpu
-        worker = app.worker(
-            [queue], args.concurrency, burst=True, handle_signals=False, metrics="metrics" in on
-        )
         wall, cpu, in_gc = time.perf_counter(), cpu_s(args.url), GC.total
-        await worker.run()
+        await variant.drain(args.jobs, args.concurrency)
         wall, cpu = time.perf_counter() - wall, cpu_s(args.url) - cpu
         in_gc = GC.total - in_gc
-        assert worker.processed == args.jobs, worker.processed
-        assert completed == (args.jobs if "events" in on else 0), completed
         per_job = 1e6 / args.jobs
         return (
             enqueue_rate,

@@ -5,6 +5,7 @@ file of their own, so no server is needed, but for the RabbitMQ floor."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import REDIS_HOST, REDIS_PORT, amqp_test_url, require_server, shared_redis_url
+from conftest import (
+    REDIS_HOST,
+    REDIS_PORT,
+    REQUIRE_SERVERS,
+    amqp_test_url,
+    require_server,
+    shared_redis_url,
+)
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -75,3 +83,21 @@ def test_the_amqp_floor_runs_on_a_tiny_n() -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "publish -> consume p50" in done.stdout, done.stdout
+
+
+@pytest.mark.servers
+def test_instructions_counts_a_drain_under_valgrind() -> None:
+    """``instructions.py`` runs its phases under callgrind (about half a minute each
+    here, most of it Python's start-up): the smallest run that proves it counts."""
+    require_server("Redis", REDIS_HOST, REDIS_PORT)
+    if shutil.which("valgrind") is None:
+        message = "valgrind is not installed (Debian package 'valgrind')"
+        if REQUIRE_SERVERS:
+            pytest.fail(f"{message} (SHIGOTO_REQUIRE_SERVERS=1)")
+        pytest.skip(message)
+    command = [sys.executable, str(BENCH / "instructions.py"), "--url", shared_redis_url("bench")]
+    arguments = ["--jobs", "3", "--variants", "off", "--phases", "drain", "--parallel", "2"]
+    done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"^drain +-?[\d,]+$", done.stdout, re.MULTILINE), done.stdout
+    assert "--phases drain" in done.stdout  # the reproduce line keeps the choices
