@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -104,6 +104,20 @@ class EventBus:
         pending = self.dispatch(event)
         if pending is not None:
             await pending
+
+    async def emit_all(self, events: Sequence[Event]) -> None:
+        """:meth:`emit` each of ``events`` (all of one kind) in turn: a worker's batch of
+        ``completed`` events, one per job. The listeners are looked up once per batch,
+        and a plain-function listener costs one call per event."""
+        listeners = self._listeners.get(events[0].type, ()) if events else ()
+        for event in events:
+            for listener in listeners:
+                try:
+                    outcome = listener(event)
+                    if outcome is not None and inspect.isawaitable(outcome):
+                        await outcome
+                except Exception:
+                    self._failed(listener, event)
 
     async def _finish(
         self,

@@ -116,28 +116,51 @@ class MetricsRecorder:
 
     def observe(self, record: JobRecord, started_ms: int, ended_ms: int, outcome: str) -> None:
         """One attempt of ``record`` ended: ``completed``, ``retried`` or ``dead``."""
-        key = (record.queue, record.name, ended_ms - ended_ms % MINUTE_MS)
-        cell = self._pending.get(key) or self._cell(key)
-        if cell is None:
-            return
-        values, target = cell
-        if outcome == "completed":
-            values[_COMPLETED] += 1
-        else:
-            values[_INDEX[outcome]] += 1
-            values[_FAILED] += 1
-        run = ended_ms - started_ms
-        if run < 0:
-            run = 0
-        wait = started_ms - record.ready_ms
-        if wait < 0:
-            wait = 0
-        values[_RUN_0 + (_SMALL_BUCKETS[run] if run < _SMALL else _bucket(BOUNDS_MS, run))] += 1
-        values[_RUN_MS] += run
-        values[_WAIT_0 + (_SMALL_BUCKETS[wait] if wait < _SMALL else _bucket(BOUNDS_MS, wait))] += 1
-        values[_WAIT_MS] += wait
-        if target is not None and run > target:
-            values[_SLOW] += 1
+        self._count(((record, started_ms, ended_ms),), outcome)
+
+    def completed(self, attempts: Iterable[tuple[JobRecord, int, int]]) -> None:
+        """:meth:`observe` of each ``(record, started_ms, ended_ms)`` of a batch of
+        completions, in one call: a worker writes its completions in batches, and the
+        jobs of a batch mostly share their (queue, name, minute), whose cell is then
+        found once per batch instead of once per job (a tuple built, hashed and looked
+        up: about a third of what counting a job cost)."""
+        self._count(attempts, "completed")
+
+    def _count(self, attempts: Iterable[tuple[JobRecord, int, int]], outcome: str) -> None:
+        completed = outcome == "completed"
+        queue = name = ""
+        minute = minute_ends = -1  # the current cell's minute: [minute, minute_ends)
+        values: list[int] | None = None
+        target: int | None = None
+        for record, started_ms, ended_ms in attempts:
+            if not minute <= ended_ms < minute_ends or record.name != name or record.queue != queue:
+                queue, name = record.queue, record.name
+                minute = ended_ms - ended_ms % MINUTE_MS
+                minute_ends = minute + MINUTE_MS
+                key = (queue, name, minute)
+                cell = self._pending.get(key) or self._cell(key)
+                values, target = cell if cell is not None else (None, None)
+            if values is None:
+                continue
+            if completed:
+                values[_COMPLETED] += 1
+            else:
+                values[_INDEX[outcome]] += 1
+                values[_FAILED] += 1
+            run = ended_ms - started_ms
+            if run < 0:
+                run = 0
+            wait = started_ms - record.ready_ms
+            if wait < 0:
+                wait = 0
+            run_bucket = _SMALL_BUCKETS[run] if run < _SMALL else _bucket(BOUNDS_MS, run)
+            wait_bucket = _SMALL_BUCKETS[wait] if wait < _SMALL else _bucket(BOUNDS_MS, wait)
+            values[_RUN_0 + run_bucket] += 1
+            values[_RUN_MS] += run
+            values[_WAIT_0 + wait_bucket] += 1
+            values[_WAIT_MS] += wait
+            if target is not None and run > target:
+                values[_SLOW] += 1
 
     def drain(self) -> list[MetricSample]:
         pending, self._pending = self._pending, {}

@@ -137,7 +137,8 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._contexts: dict[str, JobContext] = {}
         self._lost: set[Lease] = set()
-        self._acks: list[tuple[Completion, JobRecord, Any]] = []
+        self._acks: list[tuple[Completion, JobRecord, Any, int]] = []
+        """Completions to write: the attempt, its job, its result, when it ended."""
         self._acks_closed = False
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
@@ -492,13 +493,13 @@ class Worker:
             except Exception as exc:
                 await asyncio.shield(self._fail(record, lease, exc, started_ms, handler))
             else:
-                if metrics is not None:
-                    metrics.recorder.observe(record, started_ms, clock.now_ms(), "completed")
-                # its job.end entry is made once the completion is written (_ack_loop)
+                # Its metrics, event and job.end entry follow once the completion is
+                # written (_ack_loop): a job whose lease was lost meanwhile is not counted.
                 completion = Completion(
                     lease, encoded, started_ms, record.options.remove_on_complete
                 )
-                self._acks.append((completion, record, result))
+                ended_ms = clock.now_ms() if metrics is not None else started_ms
+                self._acks.append((completion, record, result, ended_ms))
                 self._ack_event.set()
         finally:
             # The same job may already run again here (retried with no backoff and
@@ -744,7 +745,7 @@ class Worker:
                 continue
             batch = self._acks[:ACK_BATCH]
             try:
-                oks = await backend.complete([c for c, _, _ in batch], self.app.clock.now_ms())
+                oks = await backend.complete([c for c, _, _, _ in batch], self.app.clock.now_ms())
             except Exception as exc:
                 failures += 1
                 self._log_outage(exc)
@@ -760,7 +761,7 @@ class Worker:
                 await asyncio.sleep(min(5.0, 0.05 * 2**failures))
                 continue
             failures = 0
-            done = [record for (_, record, _), ok in zip(batch, oks, strict=True) if ok]
+            done = [record for (_, record, _, _), ok in zip(batch, oks, strict=True) if ok]
             # Before the acks go: a burst worker must not see "nothing left" while the
             # follow-up of a batch this completion finished is still being stored.
             await self._batches.report(
@@ -768,18 +769,27 @@ class Worker:
             )
             del self._acks[: len(batch)]
             self._slot.set()  # a burst worker waiting for its completions looks again
-            self._forget_many([completion.lease for completion, _, _ in batch])
+            self._forget_many([completion.lease for completion, _, _, _ in batch])
             now_ms = self.app.clock.now_ms()
+            if self._metrics is not None:
+                self._metrics.recorder.completed(
+                    (record, completion.started_ms, ended_ms)
+                    for (completion, record, _, ended_ms), ok in zip(batch, oks, strict=True)
+                    if ok
+                )
             self._runs.completed(done, now_ms)
             self.processed += len(done)
-            wants_completed = self._wants(EventType.COMPLETED)
+            kind = EventType.COMPLETED
+            buses = [b for b in (self.app.events, self.events) if b.has_listeners(kind)]
             events = []
-            for (completion, record, result), ok in zip(batch, oks, strict=True):
+            for (completion, record, result, _), ok in zip(batch, oks, strict=True):
                 if ok:
-                    if wants_completed:
-                        duration_ms = now_ms - completion.started_ms
-                        detail = {"result": result, "duration_ms": duration_ms}
-                        events.append(self._event(EventType.COMPLETED, record, detail))
+                    if buses:
+                        detail = {"result": result, "duration_ms": now_ms - completion.started_ms}
+                        events.append(
+                            Event(kind, record.queue, record.id, record.name,
+                                  record.attempts, self.id, detail)
+                        )  # fmt: skip
                 else:
                     log.warning(
                         "job %s finished but its lease was lost; its result was not recorded",
@@ -788,8 +798,8 @@ class Worker:
                     )
                     actor = record.options.actor
                     self._runs.note("job.end", record.queue, record.id, actor, outcome="lease_lost")
-            if events:
-                await self._emit_raw(*events)
+            for bus in buses:
+                await bus.emit_all(events)
 
     # -- housekeeping ------------------------------------------------------------------
 

@@ -23,6 +23,27 @@ from shigoto.metrics import (
 QUEUE = "work"
 
 
+async def test_a_completion_whose_lease_was_lost_is_not_counted_as_completed(app: App) -> None:
+    """A job recovered elsewhere while its handler ran did not complete here: the
+    backend refuses the completion, and the metrics count only the run that did."""
+    runs = 0
+
+    @app.job(queue=QUEUE)
+    async def slow(ctx: JobContext) -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:  # as if its lease had expired: recovered while its handler runs
+            backend = await app.backend()
+            await backend.recover_stalled(QUEUE, now_ms=app.clock.now_ms() + 10**9, limit=1)
+
+    await slow.enqueue()
+    await app.worker([QUEUE], 1, burst=True, handle_signals=False, idle_wait_s=0.05).run()
+
+    snap = await app.metrics(QUEUE).snapshot()
+    assert runs == 2
+    assert (snap.completed, snap.completed_total) == (1, 1)
+
+
 async def test_90_completed_10_failed_gives_a_10_percent_failure_rate(app: App) -> None:
     @app.job(queue=QUEUE, attempts=1)
     async def ok(ctx: JobContext, slow: bool) -> None:

@@ -168,3 +168,41 @@ async def test_dispatch_hands_back_the_rest_after_an_async_listener_in_order() -
     assert pending is not None
     await pending
     assert seen == ["first", "async", "last"]
+
+
+async def test_emit_all_gives_each_event_to_every_listener_in_order_whatever_they_do(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker's batch of completed events: the same as emitting them one by one."""
+    bus = EventBus()
+    seen: list[tuple[str, object]] = []
+
+    async def slow(e: Event) -> None:
+        await asyncio.sleep(0)
+        seen.append(("async", e.detail["n"]))
+
+    def broken(e: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    bus.on("completed", lambda e: seen.append(("sync", e.detail["n"])))
+    bus.on("completed", slow)
+    bus.on("completed", broken)
+
+    with caplog.at_level(logging.ERROR, logger="shigoto.events"):
+        await bus.emit_all([event(n=1), event(n=2)])
+        await bus.emit_all([])
+
+    assert seen == [("sync", 1), ("async", 1), ("sync", 2), ("async", 2)]
+    assert len([r for r in caplog.records if "listener" in r.getMessage()]) == 2
+
+
+async def test_a_cancelled_emit_all_is_not_swallowed() -> None:
+    bus = EventBus()
+
+    async def cancelled(e: Event) -> None:
+        raise asyncio.CancelledError
+
+    bus.on("completed", cancelled)
+
+    with pytest.raises(asyncio.CancelledError):
+        await bus.emit_all([event()])

@@ -67,3 +67,29 @@ def test_restored_samples_merge_with_newer_counts() -> None:
 
     [sample] = recorder.drain()
     assert sample.values == {"completed": 2, "run_ms": 2, "run_0": 2, "wait_0": 2}
+
+
+def test_a_batch_of_completions_counts_as_the_same_attempts_observed_one_by_one() -> None:
+    # the batch call finds a cell once per run of alike jobs: every change of queue,
+    # name or minute (forwards and back) must still land in its own cell
+    attempts = [
+        (record("a"), T0, T0 + 1),
+        (record("a"), T0 + 2, T0 + 40),
+        (record("b"), T0, T0 + 3),
+        (record("a", queue="other"), T0, T0 + 1),
+        (record("a"), T0 + MINUTE_MS, T0 + MINUTE_MS + 2),
+        (record("a"), T0 + 5, T0 + 6),  # back to the first minute
+    ]
+    one_by_one, batched = MetricsRecorder(lambda name: 10), MetricsRecorder(lambda name: 10)
+    for job, started_ms, ended_ms in attempts:
+        one_by_one.observe(job, started_ms, ended_ms, "completed")
+
+    batched.completed(iter(attempts))
+
+    def by_key(recorder: MetricsRecorder) -> dict[tuple[str, str, int], dict[str, int]]:
+        return {(s.queue, s.name, s.minute_ms): s.values for s in recorder.drain()}
+
+    expected = by_key(one_by_one)
+    assert len(expected) == 4
+    assert expected[("q", "a", T0)]["completed"] == 3
+    assert by_key(batched) == expected
