@@ -77,3 +77,19 @@ def test_a_claimed_batch_is_held_as_groups_alike_but_for_the_job_id(runs: RunRec
         ("job.end", ["a", "b"]),
     ]
     assert [e.job_id for e in runs.pending] == ["a", "b", "c", "d", "e", "a", "b"]
+
+
+def test_a_new_group_opens_where_the_queue_changes_and_ends_ignore_the_attempt(
+    runs: RunRecorder,
+) -> None:
+    other = JobRecord("c", "other", "task", b"{}", JobOptions(), JobState.ACTIVE, 0, 0, 0, 1)
+    runs.started([record("a"), record("b"), other, record("d")], 1_000)
+    runs.completed([record("a", attempts=1), record("b", attempts=5)], 1_001)
+
+    assert [(g.action, g.queue, g.job_ids) for g in runs._pending] == [
+        ("job.start", "q", ["a", "b"]),
+        ("job.start", "other", ["c"]),
+        ("job.start", "q", ["d"]),
+        ("job.end", "q", ["a", "b"]),
+    ]
+    assert len(runs.pending) == 6

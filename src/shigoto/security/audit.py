@@ -221,17 +221,18 @@ def enqueue_entries(
     name and actor), since this runs for every job of a bulk add."""
     groups: list[AuditGroup] = []
     ids: list[str] = []
-    last: tuple[str, str, str] | None = None
+    actor: str | bool | None = False  # no job seen yet (an actor is a str or None)
+    queue = name = ""
     for new, result in zip(jobs, done, strict=True):
         if not result.created:
             continue
-        alike = (new.options.actor or "unknown", new.queue, new.name)
-        if alike != last:
-            last = alike
-            ids = []
-            details = _json.encode({"name": new.name})
-            groups.append(AuditGroup(now_ms, alike[0], "enqueue", new.queue, details, ids))
-        ids.append(new.id)
+        if new.options.actor == actor and new.name == name and new.queue == queue:
+            ids.append(new.id)
+            continue
+        actor, queue, name = new.options.actor, new.queue, new.name
+        ids = [new.id]
+        details = _json.encode({"name": name})
+        groups.append(AuditGroup(now_ms, actor or "unknown", "enqueue", queue, details, ids))
     return GroupedEntries(groups)
 
 
@@ -320,24 +321,37 @@ class RunRecorder:
             self._record(records, at_ms, "job.end")
 
     def _record(self, records: Iterable[JobRecord], at_ms: int, action: str) -> None:
-        details, start = self._details, action == "job.start"
-        group: AuditGroup | None = None
+        """The entries of ``records`` for ``action``. A job like the one before it (same
+        enqueuer, queue and, for a start, attempt: the usual case in a batch) costs one
+        comparison of each and an append of its id; only a change of any of them looks
+        its details text up and may open a group."""
+        start = action == "job.start"
+        actor: str | bool | None = False  # no job seen yet (an actor is a str or None)
+        queue = ""
+        attempt = -1
+        ids: list[str] = []
+        count = 0
         for record in records:
+            count += 1
             on_behalf_of = record.options.actor
-            tail, starts, end = details.get(on_behalf_of) or self._details_for(on_behalf_of)
-            text = end
+            if (
+                on_behalf_of == actor
+                and record.queue == queue
+                and (not start or record.attempts == attempt)
+            ):
+                ids.append(record.id)
+                continue
+            actor, queue, attempt = on_behalf_of, record.queue, record.attempts
+            tail, starts, text = self._details.get(on_behalf_of) or self._details_for(on_behalf_of)
             if start:
-                attempt = record.attempts
                 text = (
                     starts[attempt]
                     if 0 <= attempt < self.ATTEMPTS_CACHED
                     else b'{"attempt":%d' % attempt + tail
                 )
-            if group is None or group.details is not text or group.queue != record.queue:
-                group = AuditGroup(at_ms, self._actor, action, record.queue, text, [])
-                self._pending.append(group)
-            group.job_ids.append(record.id)
-            self._count += 1
+            ids = [record.id]
+            self._pending.append(AuditGroup(at_ms, self._actor, action, queue, text, ids))
+        self._count += count
         if self._count >= AUDIT_BATCH:
             self._full.set()
 
