@@ -1,14 +1,17 @@
-"""Instructions per job, counted by valgrind: what the features cost, free of noise.
+"""Instructions per job, counted by valgrind: what the features cost, nearly free of noise.
 
-    python bench/instructions.py --url redis://127.0.0.1:6390/0 [--jobs 4000]
+    python bench/instructions.py --url redis://127.0.0.1:6390/0 [--jobs 4000] [--repeat 3]
                                  [--only metrics,events,guard,audit,runs] [--variants on,off]
+                                 [--phases add_bulk,drain]
 
 On a shared VM, wall-clock and CPU time swing by more from run to run than the features
 cost (bench/README.md), so ``features.py`` cannot tell a 10 % cost from a 15 % one.
-Instructions do not swing: this script runs each phase of ``features.py`` — a bulk add of
-no-op jobs (``add_bulk``) and a burst worker's drain of them — in a fresh process under
-callgrind, once with N jobs and once with 2N, and reports (count(2N) − count(N)) ÷ N,
-the instructions one more job costs that process (start-up and shutdown cancel out).
+Instructions swing far less: this script runs each phase of ``features.py`` — a bulk add
+of no-op jobs (``add_bulk``) and a burst worker's drain of them — in a fresh process
+under callgrind, once with N jobs and once with 2N, and reports (count(2N) − count(N)) ÷
+N, the instructions one more job costs that process (start-up and shutdown cancel out).
+Runs of one tree still differ by about 1 % (how a drain's claims and completions fall
+into batches depends on timing), so ``--repeat`` takes the median of several.
 
 What it does not count: Redis (another process; ``features.py`` reads its CPU), and time
 itself. Under valgrind a process runs about 50 times slower, so work done on a timer
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace, on: list[str], phase: str, jobs: int) -> int:
 def main(args: argparse.Namespace) -> None:
     variants = {"on": list(args.only), "off": []}
     wanted = [(v, phase) for v in args.variants for phase in args.phases]
-    runs = [(v, phase, n) for v, phase in wanted for n in (args.jobs, 2 * args.jobs)]
+    sizes = (args.jobs, 2 * args.jobs)
+    runs = [(v, phase, n, k) for v, phase in wanted for k in range(args.repeat) for n in sizes]
     print(
         f"counting {len(runs)} runs under callgrind, {args.parallel} at a time "
         f"(each takes a minute or more) ...",
@@ -96,13 +101,26 @@ def main(args: argparse.Namespace) -> None:
     with ThreadPoolExecutor(args.parallel) as pool:
         counts = dict(
             zip(runs, pool.map(lambda r: run(args, variants[r[0]], r[1], r[2]), runs), strict=True)
-        )
+        )  # (variant, phase, jobs, repetition) -> instructions
     per_job = {
-        (v, phase): (counts[v, phase, 2 * args.jobs] - counts[v, phase, args.jobs]) / args.jobs
+        (v, phase): statistics.median(
+            (counts[v, phase, 2 * args.jobs, k] - counts[v, phase, args.jobs, k]) / args.jobs
+            for k in range(args.repeat)
+        )
         for v, phase in wanted
     }
     print(f"features on: {', '.join(args.only) or 'none'}; N = {args.jobs:,}")
-    print(f"instructions per job ((count(2N) - count(N)) / N; timers stretched {args.stretch}x)")
+    print(
+        f"instructions per job ((count(2N) - count(N)) / N, median of {args.repeat}; "
+        f"timers stretched {args.stretch:g}x)"
+    )
+    if args.repeat > 1:
+        for v, phase in wanted:
+            each = [
+                (counts[v, phase, 2 * args.jobs, k] - counts[v, phase, args.jobs, k]) / args.jobs
+                for k in range(args.repeat)
+            ]
+            print(f"  {phase} features {v}: " + " / ".join(f"{x:,.0f}" for x in each))
     heads = "".join(f"{'features ' + v:>16}" for v in args.variants)
     print(f"{'phase':<10}{heads}      cost")
     for phase in args.phases:
@@ -111,6 +129,7 @@ def main(args: argparse.Namespace) -> None:
             row += f"   {100 * (per_job['on', phase] / per_job['off', phase] - 1):+6.1f} %"
         print(row)
     line = f"reproduce  python bench/instructions.py --url {args.url} --jobs {args.jobs}"
+    line += f" --repeat {args.repeat}"
     line += f" --only {','.join(args.only)} --variants {','.join(args.variants)}"
     print(f"{line} --phases {','.join(args.phases)}")
 
@@ -138,6 +157,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=list(PHASES),
         help=f"which phases to count (default: both of {PHASES})",
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="count each run this many times (the median)"
+    )
     parser.add_argument("--stretch", type=float, default=50.0, help="timer periods × this")
     parser.add_argument(
         "--parallel", type=int, default=None, help="runs at a time (default: CPUs; SQLite: 1)"
@@ -151,8 +173,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--variants takes on, off or on,off")
     if not args.phases or set(args.phases) - set(PHASES):
         parser.error(f"--phases takes {', '.join(PHASES)} or both, comma-separated")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
+    if args.jobs < 1 or args.repeat < 1:
+        parser.error("--jobs and --repeat must be at least 1")
     if args.parallel is None:
         # SQLite: concurrent runs would wait on each other's write locks, and waiting
         # (retrying) costs instructions
