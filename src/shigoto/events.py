@@ -109,15 +109,8 @@ class EventBus:
         """:meth:`emit` each of ``events`` (all of one kind) in turn: a worker's batch of
         ``completed`` events, one per job. The listeners are looked up once per batch,
         and a plain-function listener costs one call per event."""
-        listeners = self._listeners.get(events[0].type, ()) if events else ()
-        for event in events:
-            for listener in listeners:
-                try:
-                    outcome = listener(event)
-                    if outcome is not None and inspect.isawaitable(outcome):
-                        await outcome
-                except Exception:
-                    self._failed(listener, event)
+        if events:
+            await self._call_all(events, self._listeners.get(events[0].type, ()))
 
     async def _finish(
         self,
@@ -130,13 +123,18 @@ class EventBus:
             await outcome
         except Exception:
             self._failed(listener, event)
-        for listener in rest:
-            try:
-                outcome_ = listener(event)
-                if outcome_ is not None and inspect.isawaitable(outcome_):
-                    await outcome_
-            except Exception:
-                self._failed(listener, event)
+        await self._call_all((event,), rest)
+
+    async def _call_all(self, events: Sequence[Event], listeners: Sequence[Listener]) -> None:
+        """Each event to each listener, in order, awaiting the async ones."""
+        for event in events:
+            for listener in listeners:
+                try:
+                    outcome = listener(event)
+                    if outcome is not None and inspect.isawaitable(outcome):
+                        await outcome
+                except Exception:
+                    self._failed(listener, event)
 
     @staticmethod
     def _failed(listener: Listener, event: Event) -> None:
