@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from shigoto.backends.contract import Lease, NewJob
+from shigoto.backends.contract import Completion, Lease, NewJob, QueueLimits
 from shigoto.backends.redis import RedisBackend
 from shigoto.backends.redis.records import FRESH, QueueKeys, job_values
 from shigoto.backends.redis.scripts import (
@@ -222,6 +222,38 @@ async def test_a_new_jobs_state_is_leased_by_editing_its_bytes(
     released = msgspec.msgpack.decode(await raw.hget(keys.jobs, "new"))
     assert released["a"] == 1 + msgspec.msgpack.decode(rewritten)["a"]
     assert {key: released[key] for key in lease} == lease
+
+
+async def test_active_is_a_skiplist_from_its_first_lease_and_its_pin_is_no_job(
+    rb: RedisBackend, keys: QueueKeys, queue_name: str, raw: Any
+) -> None:
+    """A small sorted set is stored as a listpack, in which adding or removing a member
+    scans all of them. ``active`` keeps one extra member, longer than a listpack entry
+    may be and scored +inf, so it is a skiplist from the first lease on, and stays one
+    when its last job leaves. No count, listing, limit or recovery takes it for a job."""
+    await rb.enqueue([job(queue_name, n) for n in ("a", "b", "c")], T0)
+    await rb.set_limits(queue_name, QueueLimits(max_active=2))
+    [first] = await rb.claim(queue_name, limit=1, worker_id="w", lease_ms=1000, now_ms=T0)
+    assert await raw.object("encoding", keys.active) == b"skiplist"
+    assert await raw.zcard(keys.active) == 2  # the job and the pin
+    assert (await rb.counts(queue_name))[JobState.ACTIVE] == 1
+    assert [r.id for r in await rb.list_jobs(queue_name, JobState.ACTIVE)] == ["a"]
+    # max_active 2 counts the one job, not the pin: one more may start
+    more = await rb.claim(queue_name, limit=5, worker_id="w", lease_ms=1000, now_ms=T0)
+    assert [c.record.id for c in more] == ["b"]
+    by_name = await rb.counts_by_name(queue_name, limit=2)  # 2 jobs (and the pin) active
+    assert by_name.counts["task"][JobState.ACTIVE] == 2 and by_name.complete
+
+    done = [Lease(queue_name, c.record.id, c.token) for c in (first, *more)]
+    assert await rb.complete([Completion(lease, None, T0) for lease in done], T0) == [True] * 2
+    assert await raw.object("encoding", keys.active) == b"skiplist"
+    assert (await rb.counts(queue_name))[JobState.ACTIVE] == 0
+    assert await rb.list_jobs(queue_name, JobState.ACTIVE) == []
+    assert len(await rb.claim(queue_name, limit=1, worker_id="w", lease_ms=1000, now_ms=T0)) == 1
+    # recovery takes the expired lease, never the pin (scored +inf)
+    recovered = await rb.recover_stalled(queue_name, now_ms=T0 + 10**9, limit=10)
+    assert [r.job_id for r in recovered] == ["c"]
+    assert await raw.zcard(keys.active) == 1
 
 
 async def test_claim_error_codes(rb: RedisBackend, keys: QueueKeys) -> None:

@@ -18,7 +18,7 @@ ones). A paused queue yields nothing.
 
 Limits (the `limits` hash, written by set_limits.lua; all optional):
   hu        held until (ms): nothing is claimed before it (postpone.lua, RateLimited)
-  ma        max active: at most ma - ZCARD(active) jobs
+  ma        max active: at most ma - (jobs in active) jobs
   rm / rp   at most rm claims in any window (t - rp, t]: `rate` is the sliding log,
             score = claim time, one member per claimed job
   gm / gp   the same per rate-limit group (job state field `g`), in `grate` (score 0,
@@ -96,7 +96,7 @@ if held_until and held_until > now then
 end
 local active_count, used = 0, 0
 if max_active then
-  active_count = redis.call('ZCARD', active)
+  active_count = count_active(active)
 end
 if rate_max and rate_period then
   redis.call('ZREMRANGEBYSCORE', rate, '-inf', int(now - rate_period))
@@ -264,7 +264,8 @@ end
 
 -- lease them ----------------------------------------------------------------------------
 local packed = redis.call('HMGET', jobs, unpack(ids))
-local states, job_args, active_args, corrupt = {}, {}, {}, {}
+-- the pin first: a new `active` is made a skiplist at once (includes/job.lua)
+local states, job_args, active_args, corrupt = {}, {}, {'+inf', ACTIVE_PIN}, {}
 -- formatted once, not per job (0.36 us each)
 local lease_score, now_score = int(lease_until), int(now)
 local group_stamp = string.format('%015d', now)

@@ -11,4 +11,6 @@ local out = {}
 for i, key in ipairs(KEYS) do
   out[i] = redis.call('ZCARD', key)
 end
+-- active: its jobs, not the pin that keeps it a skiplist (includes/job.lua), scored +inf
+out[3] = redis.call('ZCOUNT', KEYS[3], '-inf', '(+inf')
 return out

@@ -42,7 +42,9 @@ elseif state == 'completed' or state == 'dead' or state == 'cancelled' then
   end
 elseif state == 'active' then
   local rows = {}
-  for _, id in ipairs(redis.call('ZRANGE', index, 0, MAX_ACTIVE_SCAN - 1)) do
+  -- below +inf: the index's pin is no job (includes/job.lua)
+  local leased = redis.call('ZRANGE', index, '-inf', '(+inf', 'BYSCORE', 'LIMIT', 0, MAX_ACTIVE_SCAN)
+  for _, id in ipairs(leased) do
     local job = job_load(jobs, id)
     rows[#rows + 1] = {id, job.sm or 0, job.q}
   end

@@ -27,7 +27,10 @@ local complete = 1
 local out = {0}
 for _, entry in ipairs(states) do
   local state, key, id_of = entry[1], entry[2], entry[3]
-  if redis.call('ZCARD', key) > limit then
+  -- active counts its jobs, not its pin (includes/job.lua); the pin, last, is read
+  -- with them when they are fewer than `limit`, and names no job
+  local size = state == 'active' and count_active(key) or redis.call('ZCARD', key)
+  if size > limit then
     complete = 0
   end
   local members = redis.call('ZRANGE', key, 0, limit - 1)

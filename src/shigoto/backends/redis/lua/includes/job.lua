@@ -12,7 +12,7 @@ KEYS; no key name is ever built inside a script):
   result    hash   id -> JSON bytes
   wait      zset   score = -priority, member = ready_ms (15 digits) .. seq (15 digits) .. id
   delayed   zset   score = ready_ms,  member = seq (15 digits) .. id
-  active    zset   score = lease_until_ms, member = id
+  active    zset   score = lease_until_ms, member = id; and ACTIVE_PIN (below)
   completed, dead, cancelled
             zset   score = 0, member = finished_ms (15 digits) .. seq (15 digits) .. id:
                    ordered by bytes, so ranges by finished_ms and keyset cursors are
@@ -42,6 +42,25 @@ rc/ra keep-completed count/age_ms, fc/fa keep-dead count/age_ms (-1 = no limit).
 ]]
 
 local TRIM_LIMIT = 1000
+
+-- `active` holds one more member than its jobs, for good: ACTIVE_PIN, scored +inf (after
+-- every lease), which claim.lua adds with each batch of leases. Being longer than
+-- zset-max-listpack-value (64 bytes unless configured), it keeps the index a skiplist.
+-- A small sorted set is otherwise a listpack, in which each member added or removed
+-- scans the whole set, comparing scores: for the 50 leases of one worker that was a
+-- quarter of Redis' work per job (bench/README.md, "Redis' work per job"). It is longer
+-- than any job id (256 characters at most), so it names no job; readers of `active`
+-- count and range below +inf (count_active, recover_stalled.lua, list_jobs.lua).
+-- (One literal: built by string functions, it would be built again at every call.)
+local ACTIVE_PIN = [[shigoto: this member keeps the index a skiplist (see includes/job.lua)
+................................................................................
+................................................................................
+................................................................................
+................................................................................]]
+
+local function count_active(active_key)
+  return redis.call('ZCOUNT', active_key, '-inf', '(+inf')
+end
 
 local function int(n)
   return string.format('%d', n)
