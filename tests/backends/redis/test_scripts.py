@@ -224,14 +224,17 @@ async def test_a_new_jobs_state_is_leased_by_editing_its_bytes(
     assert {key: released[key] for key in lease} == lease
 
 
-async def test_active_is_a_skiplist_from_its_first_lease_and_its_pin_is_no_job(
+async def test_a_queues_indexes_are_never_listpacks_and_their_pin_is_no_job(
     rb: RedisBackend, keys: QueueKeys, queue_name: str, raw: Any
 ) -> None:
-    """A small sorted set is stored as a listpack, in which adding or removing a member
-    scans all of them. ``active`` keeps one extra member, longer than a listpack entry
-    may be and scored +inf, so it is a skiplist from the first lease on, and stays one
-    when its last job leaves. No count, listing, limit or recovery takes it for a job."""
+    """Redis stores a small sorted set or hash as a listpack, in which finding, adding or
+    removing one entry scans all of them. ``active``, ``jobs``, ``data`` and ``result``
+    hold one extra entry, longer than a listpack entry may be, so they are a skiplist or
+    a hash table from their first write on, and stay one when their last job leaves. No
+    count, listing, limit or recovery takes it for a job."""
     await rb.enqueue([job(queue_name, n) for n in ("a", "b", "c")], T0)
+    for key in (keys.jobs, keys.data):
+        assert await raw.object("encoding", key) == b"hashtable"
     await rb.set_limits(queue_name, QueueLimits(max_active=2))
     [first] = await rb.claim(queue_name, limit=1, worker_id="w", lease_ms=1000, now_ms=T0)
     assert await raw.object("encoding", keys.active) == b"skiplist"
@@ -245,7 +248,9 @@ async def test_active_is_a_skiplist_from_its_first_lease_and_its_pin_is_no_job(
     assert by_name.counts["task"][JobState.ACTIVE] == 2 and by_name.complete
 
     done = [Lease(queue_name, c.record.id, c.token) for c in (first, *more)]
-    assert await rb.complete([Completion(lease, None, T0) for lease in done], T0) == [True] * 2
+    completions = [Completion(done[0], b"1", T0), Completion(done[1], None, T0)]
+    assert await rb.complete(completions, T0) == [True] * 2
+    assert await raw.object("encoding", keys.result) == b"hashtable"
     assert await raw.object("encoding", keys.active) == b"skiplist"
     assert (await rb.counts(queue_name))[JobState.ACTIVE] == 0
     assert await rb.list_jobs(queue_name, JobState.ACTIVE) == []

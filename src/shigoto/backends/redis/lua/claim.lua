@@ -265,7 +265,7 @@ end
 -- lease them ----------------------------------------------------------------------------
 local packed = redis.call('HMGET', jobs, unpack(ids))
 -- the pin first: a new `active` is made a skiplist at once (includes/job.lua)
-local states, job_args, active_args, corrupt = {}, {}, {'+inf', ACTIVE_PIN}, {}
+local states, job_args, active_args, corrupt = {}, {}, {'+inf', PIN}, {}
 -- formatted once, not per job (0.36 us each)
 local lease_score, now_score = int(lease_until), int(now)
 local group_stamp = string.format('%015d', now)

@@ -92,7 +92,7 @@ if #job_args > 0 then
   redis.call('ZADD', completed, unpack(index_args))
 end
 if #result_args > 0 then
-  redis.call('HSET', result, unpack(result_args))
+  redis.call('HSET', result, PIN, '', unpack(result_args))  -- PIN: see includes/job.lua
 end
 for count, ages in pairs(policies) do
   for age in pairs(ages) do

@@ -4,15 +4,15 @@ where a script says `--- @include "job"`, so each script stays one self-containe
 Layout of one queue (every key under the queue's hash tag `{prefix:queue}`, passed in
 KEYS; no key name is ever built inside a script):
   meta      hash   seq (enqueue counter), paused ("1" when paused)
-  jobs      hash   id -> mutable state, a MessagePack map (records.py: StoredState)
+  jobs      hash   id -> mutable state, a MessagePack map (records.py: StoredState); PIN
   data      hash   id -> payload and options, MessagePack written by Python (never
-                   decoded here)
+                   decoded here); PIN
   errors    hash   id -> JSON array of AttemptError objects, appended as text
   progress  hash   id -> JSON bytes
-  result    hash   id -> JSON bytes
+  result    hash   id -> JSON bytes; PIN
   wait      zset   score = -priority, member = ready_ms (15 digits) .. seq (15 digits) .. id
   delayed   zset   score = ready_ms,  member = seq (15 digits) .. id
-  active    zset   score = lease_until_ms, member = id; and ACTIVE_PIN (below)
+  active    zset   score = lease_until_ms, member = id; and PIN (below)
   completed, dead, cancelled
             zset   score = 0, member = finished_ms (15 digits) .. seq (15 digits) .. id:
                    ordered by bytes, so ranges by finished_ms and keyset cursors are
@@ -43,16 +43,18 @@ rc/ra keep-completed count/age_ms, fc/fa keep-dead count/age_ms (-1 = no limit).
 
 local TRIM_LIMIT = 1000
 
--- `active` holds one more member than its jobs, for good: ACTIVE_PIN, scored +inf (after
--- every lease), which claim.lua adds with each batch of leases. Being longer than
--- zset-max-listpack-value (64 bytes unless configured), it keeps the index a skiplist.
--- A small sorted set is otherwise a listpack, in which each member added or removed
--- scans the whole set, comparing scores: for the 50 leases of one worker that was a
--- quarter of Redis' work per job (bench/README.md, "Redis' work per job"). It is longer
--- than any job id (256 characters at most), so it names no job; readers of `active`
--- count and range below +inf (count_active, recover_stalled.lua, list_jobs.lua).
--- (One literal: built by string functions, it would be built again at every call.)
-local ACTIVE_PIN = [[shigoto: this member keeps the index a skiplist (see includes/job.lua)
+-- PIN: a member of `active` (scored +inf, after every lease) and a field of `jobs`, `data`
+-- and `result`, added with their writes and never removed. Redis stores a small sorted
+-- set or hash as a listpack, one flat array, in which each member or field looked up,
+-- added or removed is found by scanning all of them: an `active` holding the 50 leases
+-- of one worker cost a quarter of Redis' work per job, and a queue storing fewer than
+-- 512 jobs scanned up to 512 entries per job read or written (bench/README.md, "Redis'
+-- work per job"). An entry longer than zset-/hash-max-listpack-value (64 bytes unless
+-- configured) makes the key a skiplist or hash table for good. Longer than any job id
+-- (256 characters at most), PIN names no job: readers of `active` count and range below
+-- +inf (count_active, recover_stalled.lua, list_jobs.lua), and the hashes are only read
+-- by job id. One literal, so that no script builds it at every call.
+local PIN = [[shigoto: this entry keeps the key a skiplist or hash table (see includes/job.lua)
 ................................................................................
 ................................................................................
 ................................................................................

@@ -76,7 +76,8 @@ local function store_job(k, argv, i, now, seq)
     redis.call('ZADD', k.wait, int(-tonumber(argv[i + 1])),
       string.format('%015d%015d', ready, seq) .. id)
   end
-  redis.call('HSET', k.jobs, id, argv[i + 3] .. SEQ_KEY .. cmsgpack.pack(seq))
+  redis.call('HSET', k.jobs, PIN, '', id, argv[i + 3] .. SEQ_KEY .. cmsgpack.pack(seq))
+  redis.call('HSET', k.data, PIN, '')  -- never a listpack (includes/job.lua)
   if dedup_key ~= '' then
     take_dedup_key(k, dedup_key, id, tonumber(argv[i + 6]), now)
   end
@@ -159,8 +160,9 @@ local function store_batch(k, argv, first, width, count, now, base, out)
   if #data_args == 0 then
     return false, false
   end
-  redis.call('HSET', k.data, unpack(data_args))
-  redis.call('HSET', k.jobs, unpack(job_args))
+  -- with PIN: never a listpack (includes/job.lua)
+  redis.call('HSET', k.data, PIN, '', unpack(data_args))
+  redis.call('HSET', k.jobs, PIN, '', unpack(job_args))
   if #wait_args > 0 then
     redis.call('ZADD', k.wait, unpack(wait_args))
   end
