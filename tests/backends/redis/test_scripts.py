@@ -12,6 +12,7 @@ import pytest
 
 from shigoto.backends.contract import Completion, Lease, NewJob, QueueLimits
 from shigoto.backends.redis import RedisBackend
+from shigoto.backends.redis import scripts as scripts_module
 from shigoto.backends.redis.records import FRESH, QueueKeys, job_values
 from shigoto.backends.redis.scripts import (
     BAD_ARGUMENTS,
@@ -27,6 +28,10 @@ from shigoto.job import REMOVE_ALL, AttemptError, JobOptions, JobState
 
 T0 = 1_700_000_000_000
 SCRIPTS = load_scripts()
+
+
+def _read_include(name: str) -> str:
+    return SCRIPTS_DIR.joinpath("includes", f"{name}.lua").read_text()
 
 
 async def run(rb: RedisBackend, name: str, keys: tuple[bytes, ...], *args: Any) -> Any:
@@ -101,6 +106,45 @@ def test_scripts_are_package_data_loaded_with_their_includes_pasted_in() -> None
             assert script.body.count("'TIME'") == 1 and "'TIME'" in server_clock
         else:
             assert "'TIME'" not in script.body, "time comes in as now_ms, never from Redis"
+
+
+def test_a_script_gets_only_the_include_helpers_it_uses() -> None:
+    """Lua creates every helper an include defines at each call of a script, so each
+    script gets only those it calls, directly or through another helper."""
+    helpers = set(re.findall(r"^local function (\w+)", _read_include("job"), re.M))
+    defined_in_includes = {
+        name
+        for include in ("job", "store", "batch", "audit")
+        for name in re.findall(r"^local (?:function )?(\w+)", _read_include(include), re.M)
+    }
+    for script in SCRIPTS.values():
+        code = re.sub(r"--\[\[.*?\]\]|^\s*--[^\n]*", "", script.body, flags=re.S | re.M)
+        for name in defined_in_includes:  # what a script's code names, it defines
+            if re.search(rf"\b{name}\b", code):
+                assert re.search(rf"^local (function )?{name}\b", script.body, re.M), (
+                    script.name,
+                    name,
+                )
+        defined = set(re.findall(r"^local function (\w+)", script.body, re.M)) & helpers
+        for name in defined:  # each one is called somewhere besides its definition
+            assert len(re.findall(rf"\b{name}\b", script.body)) > 1, (script.name, name)
+    counts = SCRIPTS["counts"].body
+    assert "local function" not in counts  # it includes nothing
+    complete = SCRIPTS["complete"].body
+    # complete calls trim, which calls forget, which it does not call itself
+    assert "local function trim(" in complete and "local function forget(" in complete
+    assert "local function promote(" not in complete
+
+
+def test_an_include_with_code_between_its_definitions_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Statements between definitions would be dropped with the definitions around
+    them: the loader refuses such an include instead."""
+    text = "local A = 1\n\nredis.call('DEL', KEYS[1])\n\nlocal function f()\n  return A\nend\n"
+    monkeypatch.setattr(scripts_module, "_read", lambda relative: text)
+    with pytest.raises(ValueError, match="code between definitions"):
+        scripts_module._definitions("broken")
 
 
 def test_negative_codes_map_to_exceptions_in_one_place() -> None:

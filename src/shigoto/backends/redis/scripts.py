@@ -103,11 +103,84 @@ def _read(relative: str) -> str:
     return SCRIPTS_DIR.joinpath(relative).read_text(encoding="utf-8")
 
 
-def _assemble(name: str) -> str:
-    def include(match: re.Match[str]) -> str:
-        return _read(f"includes/{match.group(1)}.lua").rstrip("\n")
+_DEFINITION = re.compile(r"^local (?:function )?(\w+(?:, \w+)*)")
 
-    return _INCLUDE.sub(include, _read(f"{name}.lua"))
+
+def _definitions(name: str) -> tuple[str, list[tuple[set[str], str]]]:
+    """An include split into its head (what comes before its first definition) and its
+    top-level definitions, each with the comment lines just above it: ``local function
+    f(...)`` to the ``end`` that starts a line, ``local X = ...`` to the next blank
+    line, comment or definition. Between definitions only comments and blank lines
+    may stand."""
+    lines = _read(f"includes/{name}.lua").splitlines(keepends=True)
+    head: list[str] = []
+    definitions: list[tuple[set[str], str]] = []
+    comments: list[str] = []  # kept with the definition they precede
+    n = 0
+    while n < len(lines):
+        line = lines[n]
+        found = _DEFINITION.match(line)
+        if found is None:
+            if line.startswith("--") and not line.startswith("--[["):
+                comments.append(line)
+            elif not definitions:
+                head += [*comments, line]
+                comments = []
+            elif line.strip():
+                raise ValueError(f"includes/{name}.lua:{n + 1}: code between definitions")
+            else:
+                comments = []
+            n += 1
+            continue
+        end = n + 1
+        if line.startswith("local function "):
+            while end < len(lines) and lines[end].rstrip("\n") != "end":
+                end += 1
+            end += 1
+        else:  # to a blank line, a comment or the next definition
+            while end < len(lines) and lines[end].strip():
+                if lines[end].startswith("--") or _DEFINITION.match(lines[end]):
+                    break
+                end += 1
+        names = {part.strip() for part in found.group(1).split(",")}
+        definitions.append((names, "".join([*comments, *lines[n:end]]) + "\n"))
+        comments = []
+        n = end
+    return "".join(head), definitions
+
+
+def _used(body: str, definitions: list[tuple[set[str], str]]) -> set[int]:
+    """Which ``definitions`` ``body`` uses, directly or through each other. An
+    include's helpers are closures that Lua creates at every call of a script (a script
+    is one function, run whole each time): creating the two dozen of ``job.lua`` cost
+    Redis more than what an empty claim does (bench/README.md, "Redis' work per
+    job"). A name merely mentioned (in a comment) keeps its definition: harmless."""
+    wanted: set[int] = set()
+    text = body
+    grown = True
+    while grown:
+        grown = False
+        for index, (names, code) in enumerate(definitions):
+            if index not in wanted and any(re.search(rf"\b{n}\b", text) for n in names):
+                wanted.add(index)
+                text += code
+                grown = True
+    return wanted
+
+
+def _assemble(name: str) -> str:
+    """A script with its includes pasted in, each cut to the definitions it uses."""
+    source = _read(f"{name}.lua")
+    includes = {m.group(1): _definitions(m.group(1)) for m in _INCLUDE.finditer(source)}
+    every = [(include, d) for include, (_, ds) in includes.items() for d in ds]
+    wanted = _used(_INCLUDE.sub("", source), [d for _, d in every])
+    kept = [(include, code) for n, (include, (_, code)) in enumerate(every) if n in wanted]
+
+    def paste(match: re.Match[str]) -> str:
+        head = includes[match.group(1)][0]
+        return (head + "".join(c for i, c in kept if i == match.group(1))).rstrip("\n")
+
+    return _INCLUDE.sub(paste, source)
 
 
 def load_scripts() -> dict[str, Script]:
