@@ -92,7 +92,12 @@ def test_metrics_once_reports_counts_counters_and_histograms(worked: str, tmp_pa
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_metrics_server_answers_on_its_port(worked: str) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_metrics_server_answers_on_its_port_and_stops_cleanly(
+    worked: str, stop: signal.Signals
+) -> None:
+    """Ctrl-C, or a supervisor's SIGTERM, ends the server with status 0, also when it
+    was started with SIGINT ignored (as a shell does for a job started with ``&``)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -101,6 +106,7 @@ def test_metrics_server_answers_on_its_port(worked: str) -> None:
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         body = b""
@@ -115,8 +121,11 @@ def test_metrics_server_answers_on_its_port(worked: str) -> None:
                 time.sleep(0.1)
         assert b'shigoto_jobs_completed_total{job="ok",queue="m"} 9.0' in body
     finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(10)
+        server.send_signal(stop)
+        try:
+            assert server.wait(10) == 0, server.communicate()[1][-2000:]
+        finally:
+            server.kill()
 
 
 def test_monitor_fires_and_alerts_lists_it(url: str) -> None:

@@ -175,7 +175,8 @@ def monitor(ctx: click.Context, app_spec: str, interval_s: float, queues: tuple[
 @url_option
 @click.pass_context
 def metrics(ctx: click.Context, app_spec: str | None, host: str, port: int, once: bool) -> None:
-    """Serve every queue's metrics in the Prometheus text format at /metrics."""
+    """Serve every queue's metrics in the Prometheus text format at /metrics, until
+    SIGINT (Ctrl-C) or SIGTERM."""
     from ..exporter import render, serve
 
     app = app_for(ctx, app_spec)
@@ -184,5 +185,19 @@ def metrics(ctx: click.Context, app_spec: str | None, host: str, port: int, once
         return
     configure_logging(log_level(ctx, "info"))
     log.info("serving metrics of %s on http://%s:%d/metrics", app.url, host, port)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(app, lambda: serve(app, host=host, port=port))
+
+    async def main() -> None:
+        # handled here, not left to KeyboardInterrupt: a supervisor stops with SIGTERM,
+        # and a server started in the background (`&`) inherits SIGINT ignored
+        serving = asyncio.current_task()
+        assert serving is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, serving.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(app, host=host, port=port)
+        log.info("metrics server stopped")
+
+    with contextlib.suppress(KeyboardInterrupt):  # where signal handlers are not supported
+        run(app, main)
