@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, on: list[str], phase: str, jobs: int) -> tuple
                 counted = step == phase
                 if counted and server:
                     server.zero()
-                elif server and phase != "none" and count:
+                elif server and count:
                     break  # nothing left to clean up: the server goes with its data
                 command = [*callgrind, *script] if counted else script
                 command += ["--child", step, "--stretch", str(args.stretch if counted else 1)]

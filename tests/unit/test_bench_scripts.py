@@ -88,16 +88,20 @@ def test_the_amqp_floor_runs_on_a_tiny_n() -> None:
 @pytest.mark.servers
 def test_instructions_counts_a_drain_under_valgrind() -> None:
     """``instructions.py`` runs its phases under callgrind (about half a minute each
-    here, most of it Python's start-up): the smallest run that proves it counts."""
+    here, most of it Python's start-up): the smallest run that proves it counts, the
+    worker's instructions and, with ``--server``, those of a private redis-server."""
     require_server("Redis", REDIS_HOST, REDIS_PORT)
-    if shutil.which("valgrind") is None:
-        message = "valgrind is not installed (Debian package 'valgrind')"
+    if shutil.which("valgrind") is None or shutil.which("redis-server") is None:
+        message = "valgrind or redis-server is not installed (Debian packages of those names)"
         if REQUIRE_SERVERS:
             pytest.fail(f"{message} (SHIGOTO_REQUIRE_SERVERS=1)")
         pytest.skip(message)
     command = [sys.executable, str(BENCH / "instructions.py"), "--url", shared_redis_url("bench")]
     arguments = ["--jobs", "3", "--variants", "off", "--phases", "drain", "--parallel", "2"]
-    done = subprocess.run([*command, *arguments], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [*command, *arguments, "--server"], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert re.search(r"^drain +-?[\d,]+$", done.stdout, re.MULTILINE), done.stdout
-    assert "--phases drain" in done.stdout  # the reproduce line keeps the choices
+    for row in ("drain", "drain:redis", "drain:both"):
+        assert re.search(rf"^{row} +-?[\d,]+$", done.stdout, re.MULTILINE), done.stdout
+    assert "--server" in done.stdout and "--phases drain" in done.stdout  # reproducible
